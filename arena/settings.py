@@ -1,0 +1,164 @@
+"""Settings for Boss Battle Arena, read from the environment (and an optional `.env`).
+
+Every variable is documented in README.md with its default. Tests use `arena.settings_test`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+# litellm fetches its model price map from the internet at import unless told otherwise; these
+# machines have no internet. Must be set before anything imports litellm.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+DEBUG = env.bool("DEBUG", default=False)
+
+# SECRET_KEY from the environment; else the random per-checkout key that `make run` writes; else,
+# with DEBUG on only, a development key. Production refuses to start without a real one.
+_KEY_FILE = VAR_DIR / "secret-key"
+SECRET_KEY = env.str("SECRET_KEY", default="") or (
+    _KEY_FILE.read_text().strip() if _KEY_FILE.exists() else ""
+)
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (or run `make run` once).")
+    SECRET_KEY = "django-insecure-development-only-key"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "battles",
+]
+
+# No GZipMiddleware: it would buffer text/event-stream responses.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "arena.urls"
+ASGI_APPLICATION = "arena.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+if "DATABASE_URL" not in os.environ:
+    VAR_DIR.mkdir(exist_ok=True)  # SQLite creates the file, not its folder
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'arena.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server read while `runbattle` writes; IMMEDIATE avoids upgrade deadlocks.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE", "timeout": 20}
+    )
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=VAR_DIR / "static")
+# Serve straight from the apps' static folders, so `make run` needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {
+        # litellm logs provider response bodies at WARNING and below; they may carry secrets.
+        "LiteLLM": {"level": "ERROR"},
+        "LiteLLM Router": {"level": "ERROR"},
+        "LiteLLM Proxy": {"level": "ERROR"},
+        "openai": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}
+
+# --- The arena -------------------------------------------------------------------------------
+
+ARENA_MODEL = env.str("ARENA_MODEL", default="arena/sparring")
+ARENA_ROLE_MODELS = {
+    role: env.str(f"ARENA_{role.upper()}_MODEL", default="") or ARENA_MODEL
+    for role in ("aggressor", "defender", "moderator")
+}
+# Optional OpenAI-compatible endpoint and key, globally or per role (llama.cpp, vLLM, Ollama's /v1…).
+ARENA_API_BASE = env.str("ARENA_API_BASE", default="")
+ARENA_API_KEY = env.str("ARENA_API_KEY", default="")
+ARENA_ROLE_API_BASES = {
+    role: env.str(f"ARENA_{role.upper()}_API_BASE", default="") or ARENA_API_BASE
+    for role in ("aggressor", "defender", "moderator")
+}
+ARENA_ROLE_API_KEYS = {
+    role: env.str(f"ARENA_{role.upper()}_API_KEY", default="") or ARENA_API_KEY
+    for role in ("aggressor", "defender", "moderator")
+}
+
+ARENA_ROUNDS = env.int("ARENA_ROUNDS", default=3)
+if not 1 <= ARENA_ROUNDS <= 10:
+    raise ImproperlyConfigured("ARENA_ROUNDS must be between 1 and 10.")
+
+ARENA_MAX_UPLOAD_BYTES = env.int("ARENA_MAX_UPLOAD_BYTES", default=2 * 1024 * 1024)
+ARENA_MAX_TOKENS_PER_TURN = env.int("ARENA_MAX_TOKENS_PER_TURN", default=400)
+# Context window assumed for a model litellm has no information about.
+ARENA_DEFAULT_CONTEXT_TOKENS = env.int("ARENA_DEFAULT_CONTEXT_TOKENS", default=8192)
+# 60 ms between words is about the pace of a fast reader: watchable under `make run`.
+ARENA_SPARRING_DELAY_MS = env.int("ARENA_SPARRING_DELAY_MS", default=60)
+# A provider that sends nothing for this long is treated as failed.
+ARENA_FIRST_TOKEN_TIMEOUT_SECONDS = env.float("ARENA_FIRST_TOKEN_TIMEOUT_SECONDS", default=60.0)
+ARENA_IDLE_TIMEOUT_SECONDS = env.float("ARENA_IDLE_TIMEOUT_SECONDS", default=30.0)
+# Retries (with backoff) of a model call that fails before its first token: 429, 5xx, no connection.
+ARENA_PROVIDER_RETRIES = env.int("ARENA_PROVIDER_RETRIES", default=2)
+
+# Django refuses bigger request bodies before our own check runs; leave room for the form fields.
+DATA_UPLOAD_MAX_MEMORY_SIZE = ARENA_MAX_UPLOAD_BYTES + 64 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = ARENA_MAX_UPLOAD_BYTES + 64 * 1024

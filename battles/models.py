@@ -1,0 +1,166 @@
+"""The arena's data: uploaded documents, battles, their turns, and the append-only event log."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class Role(models.TextChoices):
+    AGGRESSOR = "aggressor", "Aggressor"
+    DEFENDER = "defender", "Defender"
+    MODERATOR = "moderator", "Moderator"
+
+
+# Speaking order within a round.
+ROLE_ORDER = (Role.AGGRESSOR, Role.DEFENDER, Role.MODERATOR)
+
+MIN_ROUNDS = 1
+MAX_ROUNDS = 10
+
+
+def document_upload_path(instance: Document, filename: str) -> str:
+    """A generated name: the client's file name is never used as a path."""
+    return f"documents/{uuid.uuid4().hex}"
+
+
+class Document(models.Model):
+    """An uploaded file and the text extracted from it. The text is data, never instructions."""
+
+    file = models.FileField(upload_to=document_upload_path)
+    original_name = models.CharField(max_length=255, help_text="Client-supplied name, for display only.")
+    size = models.PositiveIntegerField(help_text="Bytes.")
+    sha256 = models.CharField(max_length=64, db_index=True)
+    content_type = models.CharField(max_length=100)
+    encoding = models.CharField(max_length=40, blank=True)
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+
+class Battle(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished"
+        FAILED = "failed", "Failed"
+
+    class Winner(models.TextChoices):
+        AGGRESSOR = "aggressor", "Aggressor"
+        DEFENDER = "defender", "Defender"
+        DRAW = "draw", "Draw"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    document = models.ForeignKey(Document, on_delete=models.PROTECT, related_name="battles")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    rounds = models.PositiveSmallIntegerField()
+    aggressor_model = models.CharField(max_length=200)
+    defender_model = models.CharField(max_length=200)
+    moderator_model = models.CharField(max_length=200)
+
+    winner = models.CharField(max_length=10, choices=Winner.choices, blank=True)
+    aggressor_score = models.FloatField(null=True, blank=True)
+    defender_score = models.FloatField(null=True, blank=True)
+    summary = models.TextField(blank=True)
+    verdict_fallback = models.BooleanField(
+        default=False, help_text="The Moderator's verdict could not be parsed; it was derived instead."
+    )
+
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True, help_text="Empty when unknown."
+    )
+    error = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(rounds__gte=MIN_ROUNDS, rounds__lte=MAX_ROUNDS), name="battle_rounds_in_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Battle {self.short_id} on {self.document.original_name}"
+
+    @property
+    def short_id(self) -> str:
+        return str(self.id)[:8]
+
+    @property
+    def is_over(self) -> bool:
+        return self.status in (self.Status.FINISHED, self.Status.FAILED)
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None
+
+    def model_for(self, role: str) -> str:
+        return getattr(self, f"{role}_model")
+
+
+class Turn(models.Model):
+    """One agent speaking once. `content` is complete once the turn is completed."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        INTERRUPTED = "interrupted", "Interrupted"
+
+    battle = models.ForeignKey(Battle, on_delete=models.CASCADE, related_name="turns")
+    index = models.PositiveSmallIntegerField(help_text="1, 2, 3 … across the whole battle.")
+    round = models.PositiveSmallIntegerField()
+    role = models.CharField(max_length=10, choices=Role.choices)
+    model = models.CharField(max_length=200)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
+    content = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["battle", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["battle", "index"], name="turn_unique_index_per_battle"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Turn {self.index} ({self.role}, round {self.round})"
+
+
+class Event(models.Model):
+    """The append-only log of a battle: the single source for the live stream, resume and replay.
+
+    `seq` is 1, 2, 3 … per battle without gaps; it is the SSE `id:`.
+    """
+
+    battle = models.ForeignKey(Battle, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=32)
+    data = models.JSONField()
+    offset_ms = models.PositiveIntegerField(help_text="Milliseconds since the battle started.")
+
+    class Meta:
+        ordering = ["battle", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["battle", "seq"], name="event_unique_seq_per_battle"),
+            models.CheckConstraint(condition=Q(seq__gte=1), name="event_seq_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.type}"
