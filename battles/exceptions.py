@@ -1,0 +1,23 @@
+"""The arena's errors. Views map them to HTTP responses, `runbattle` to exit codes."""
+
+from __future__ import annotations
+
+
+class BattleError(Exception):
+    """Base class: `message` is one line, safe to show to anyone."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BattleStateError(BattleError):
+    """A transition was attempted from the wrong state (someone else got there first)."""
+
+
+class ProviderError(BattleError):
+    """A model call failed. The message never carries provider bodies, keys or tracebacks."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable

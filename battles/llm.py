@@ -1,0 +1,264 @@
+"""Every model call goes through here, and through `litellm.acompletion(stream=True)`.
+
+Also registers `arena/sparring` (see `battles.sparring`) as a litellm custom provider, so the built-in
+model and any real provider take the same code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm  # noqa: E402
+from django.conf import settings  # noqa: E402
+from litellm import CustomLLM  # noqa: E402
+from litellm.exceptions import MidStreamFallbackError  # noqa: E402
+from litellm.types.utils import GenericStreamingChunk  # noqa: E402
+
+from battles import sparring  # noqa: E402
+from battles.exceptions import ProviderError  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+# litellm prints help text to stdout on errors unless told not to.
+litellm.suppress_debug_info = True
+
+MISSING_KEY_MESSAGE = "No API key is configured for this model's provider (set its key, e.g. OPENAI_API_KEY)."
+TIMEOUT_MESSAGE = "The model stopped answering (timed out)."
+SPARRING_MODEL = f"{sparring.PROVIDER}/{sparring.MODEL_NAME}"
+SPARRING_CONTEXT_TOKENS = 16384
+
+
+class SparringLLM(CustomLLM):
+    """litellm's view of the sparring model: a stream of words with a watchable pace."""
+
+    async def astreaming(  # type: ignore[override]
+        self, *, model: str, messages: list, optional_params: dict, **kwargs: Any
+    ) -> AsyncIterator[GenericStreamingChunk]:
+        max_tokens = optional_params.get("max_tokens")
+        text = sparring.reply(messages)
+        delay = settings.ARENA_SPARRING_DELAY_MS / 1000
+        prompt_tokens = litellm.token_counter(model=SPARRING_MODEL, messages=messages)
+        completion = ""
+        async for piece in sparring.stream_words(text, delay_seconds=delay, max_tokens=max_tokens):
+            completion += piece
+            yield _chunk(piece)
+        finish = "stop" if completion == text else "length"
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(sparring.words(completion)),
+            "total_tokens": prompt_tokens + len(sparring.words(completion)),
+        }
+        yield _chunk("", finish_reason=finish, usage=usage)
+
+
+def _chunk(
+    text: str, *, finish_reason: str | None = None, usage: dict | None = None
+) -> GenericStreamingChunk:
+    return GenericStreamingChunk(
+        text=text,
+        is_finished=finish_reason is not None,
+        finish_reason=finish_reason or "",
+        usage=usage,  # type: ignore[typeddict-item]
+        index=0,
+        tool_use=None,
+    )
+
+
+def register_sparring() -> None:
+    """Make `arena/sparring` a litellm model: its provider, context size and (zero) price."""
+    if not any(p.get("provider") == sparring.PROVIDER for p in litellm.custom_provider_map):
+        litellm.custom_provider_map = [
+            *litellm.custom_provider_map,
+            {"provider": sparring.PROVIDER, "custom_handler": SparringLLM()},
+        ]
+        # litellm reads custom_provider_map when it is set up; register the handler right away.
+        litellm.utils.custom_llm_setup()
+    litellm.register_model(
+        {
+            SPARRING_MODEL: {
+                "litellm_provider": sparring.PROVIDER,
+                "mode": "chat",
+                "max_input_tokens": SPARRING_CONTEXT_TOKENS,
+                "max_output_tokens": 4096,
+                "max_tokens": 4096,
+                "input_cost_per_token": 0.0,
+                "output_cost_per_token": 0.0,
+                "cache_creation_input_token_cost": 0.0,
+                "cache_read_input_token_cost": 0.0,
+            }
+        }
+    )
+
+
+register_sparring()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one role's model lives: the litellm model string, and optionally a base URL and key."""
+
+    model: str
+    api_base: str = ""
+    api_key: str = ""
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reported: bool = False
+
+
+def count_tokens(model: str, text: str) -> int:
+    return litellm.token_counter(model=model, text=text)
+
+
+def context_tokens(model: str) -> int:
+    """The model's input context as litellm knows it, else ARENA_DEFAULT_CONTEXT_TOKENS."""
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:  # litellm raises a bare Exception for unmapped models
+        return settings.ARENA_DEFAULT_CONTEXT_TOKENS
+    return int(info.get("max_input_tokens") or settings.ARENA_DEFAULT_CONTEXT_TOKENS)
+
+
+def cost_usd(model: str, usage: Usage) -> float | None:
+    """The price of the tokens used, or None when litellm has no price for the model."""
+    try:
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+        )
+    except Exception:
+        return None
+    return prompt_cost + completion_cost
+
+
+class ReplyStream:
+    """One streamed answer: iterate for text deltas; `usage` is complete once iteration ends.
+
+    Raises ProviderError for every failure: an exception from litellm, no first token within
+    ARENA_FIRST_TOKEN_TIMEOUT_SECONDS, a silence longer than ARENA_IDLE_TIMEOUT_SECONDS, or a stream
+    that ends without the provider saying it finished. litellm raises for most cut-off streams, but
+    when a provider sends nothing at all it invents a normal finish; a stream counts as complete only
+    if the provider itself sent a delta and a finish_reason.
+    """
+
+    def __init__(self, endpoint: Endpoint, messages: list[dict[str, str]], *, max_tokens: int) -> None:
+        self.endpoint = endpoint
+        self.messages = messages
+        self.max_tokens = max_tokens
+        self.usage = Usage()
+        self.finish_reason: str | None = None
+        self._provider_spoke = False
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        text = ""
+        loop = asyncio.get_running_loop()
+        first_token_deadline = loop.time() + settings.ARENA_FIRST_TOKEN_TIMEOUT_SECONDS
+        try:
+            stream = await asyncio.wait_for(self._open(), timeout=first_token_deadline - loop.time())
+            iterator = stream.__aiter__()
+            while True:
+                if text:
+                    timeout = settings.ARENA_IDLE_TIMEOUT_SECONDS
+                else:
+                    timeout = max(first_token_deadline - loop.time(), 0)
+                try:
+                    chunk = await asyncio.wait_for(iterator.__anext__(), timeout=timeout)
+                except StopAsyncIteration:
+                    break
+                delta = self._read(chunk)
+                if delta:
+                    text += delta
+                    yield delta
+        except ProviderError:
+            raise
+        except TimeoutError as exc:
+            raise ProviderError(TIMEOUT_MESSAGE, retryable=True) from exc
+        except Exception as exc:
+            raise provider_error(exc) from exc
+        if self.finish_reason is None or not self._provider_spoke:
+            raise ProviderError("The model's answer was cut off: its stream ended early.", retryable=True)
+        if not self.usage.reported:
+            self.usage.prompt_tokens = litellm.token_counter(
+                model=self.endpoint.model, messages=self.messages
+            )
+            self.usage.completion_tokens = count_tokens(self.endpoint.model, text)
+
+    async def _open(self) -> Any:
+        kwargs: dict[str, Any] = {}
+        if self.endpoint.api_base:
+            kwargs["api_base"] = self.endpoint.api_base
+        if self.endpoint.api_key:
+            kwargs["api_key"] = self.endpoint.api_key
+        elif self.endpoint.api_base:
+            # Local OpenAI-compatible servers (llama.cpp, Ollama, vLLM) need no key, but the client does.
+            kwargs["api_key"] = "no-key"
+        return await litellm.acompletion(
+            model=self.endpoint.model,
+            messages=self.messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=self.max_tokens,
+            # Transient errors before the first token (429, 5xx, connect) are retried with backoff
+            # by litellm's OpenAI-compatible clients; a failure mid-stream is never retried.
+            max_retries=settings.ARENA_PROVIDER_RETRIES,
+            # A backstop: our own first-token and idle timeouts above are the ones meant to fire.
+            timeout=max(settings.ARENA_FIRST_TOKEN_TIMEOUT_SECONDS, settings.ARENA_IDLE_TIMEOUT_SECONDS) + 5,
+            **kwargs,
+        )
+
+    def _read(self, chunk: Any) -> str:
+        usage = getattr(chunk, "usage", None)
+        if usage and (usage.prompt_tokens or usage.completion_tokens):
+            self.usage = Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0, reported=True)
+        if not chunk.choices:
+            return ""
+        choice = chunk.choices[0]
+        delta = choice.delta
+        if delta.role is not None or delta.content is not None or getattr(delta, "tool_calls", None):
+            self._provider_spoke = True
+        if choice.finish_reason:
+            self.finish_reason = choice.finish_reason
+        return delta.content or ""
+
+
+def provider_error(exc: BaseException) -> ProviderError:
+    """A readable, secret-free message for a litellm exception; the details go to the log by class only."""
+    logger.warning("Model call failed: %s", type(exc).__name__)
+    if "missing credentials" in str(exc).lower():  # raised by the client before any request is sent
+        return ProviderError(MISSING_KEY_MESSAGE, retryable=False)
+    for cls, message, retryable in _ERRORS:
+        if isinstance(exc, cls):
+            return ProviderError(message, retryable=retryable)
+    return ProviderError("The model call failed unexpectedly.", retryable=True)
+
+
+_ERRORS: list[tuple[type[BaseException], str, bool]] = [
+    # Before ServiceUnavailableError, its base class: litellm's name for a stream cut off midway.
+    (MidStreamFallbackError, "The model's answer was cut off: its stream ended early.", True),
+    (litellm.AuthenticationError, "The model provider rejected the credentials (check the API key).", False),
+    (litellm.PermissionDeniedError, "The model provider refused access to this model.", False),
+    (litellm.NotFoundError, "The model was not found at the provider (check the model name).", False),
+    (litellm.ContextWindowExceededError, "The prompt did not fit in the model's context window.", False),
+    (litellm.ContentPolicyViolationError, "The model provider refused the content.", False),
+    (litellm.RateLimitError, "The model provider is rate-limiting requests; try again shortly.", True),
+    (litellm.Timeout, TIMEOUT_MESSAGE, True),
+    (litellm.APIConnectionError, "Could not reach the model provider.", True),
+    (litellm.ServiceUnavailableError, "The model provider is unavailable right now.", True),
+    (litellm.InternalServerError, "The model provider had an internal error.", True),
+    (litellm.BadRequestError, "The model provider rejected the request.", False),
+    (litellm.APIError, "The model provider returned an error.", True),
+]
+
+
+def elapsed_ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)

@@ -1,0 +1,161 @@
+"""Every write to the arena's tables: uploads, battle transitions, turns and the event log.
+
+Transitions are guarded updates: zero rows changed means someone else got there first, and a named
+error says so. These functions are synchronous; the engine calls them through `sync_to_async`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from battles.documents import extract_text, safe_display_name
+from battles.events import RecordedEvent
+from battles.exceptions import BattleError, BattleStateError
+from battles.models import MAX_ROUNDS, MIN_ROUNDS, ROLE_ORDER, Battle, Document, Event, Turn
+
+
+def document_create(*, data: bytes, name: str) -> Document:
+    """Validate and store an upload. Raises DocumentRejected; on any failure nothing is stored."""
+    extracted = extract_text(data, name=name, max_bytes=settings.ARENA_MAX_UPLOAD_BYTES)
+    document = Document(
+        original_name=safe_display_name(name),
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        content_type=extracted.content_type,
+        encoding=extracted.encoding or "",
+        text=extracted.text,
+    )
+    document.file.save("upload", ContentFile(data), save=False)
+    try:
+        document.save()
+    except BaseException:
+        document.file.delete(save=False)
+        raise
+    return document
+
+
+def battle_create(
+    *, document: Document, rounds: int | None = None, models: dict[str, str] | None = None
+) -> Battle:
+    """A pending battle. Models default to the configured ones, per role."""
+    rounds = settings.ARENA_ROUNDS if rounds is None else rounds
+    if not MIN_ROUNDS <= rounds <= MAX_ROUNDS:
+        raise BattleError(f"Rounds must be between {MIN_ROUNDS} and {MAX_ROUNDS}.")
+    chosen = {**settings.ARENA_ROLE_MODELS, **{k: v for k, v in (models or {}).items() if v}}
+    return Battle.objects.create(
+        document=document, rounds=rounds, **{f"{role}_model": chosen[role] for role in ROLE_ORDER}
+    )
+
+
+def battle_start(*, battle_id: object) -> Battle:
+    """pending → running. Raises BattleStateError when the battle is not pending (already claimed)."""
+    now = timezone.now()
+    claimed = Battle.objects.filter(pk=battle_id, status=Battle.Status.PENDING).update(
+        status=Battle.Status.RUNNING, started_at=now
+    )
+    if not claimed:
+        raise BattleStateError("This battle has already started.")
+    return Battle.objects.select_related("document").get(pk=battle_id)
+
+
+def events_append(*, battle_id: object, events: Sequence[RecordedEvent]) -> None:
+    """Append to the log. The caller assigns gapless seqs; the unique constraint guards them."""
+    Event.objects.bulk_create(
+        [
+            Event(battle_id=battle_id, seq=e.seq, type=e.type, data=e.data, offset_ms=e.offset_ms)
+            for e in events
+        ]
+    )
+
+
+def turn_start(*, battle: Battle, index: int, round_number: int, role: str) -> Turn:
+    return Turn.objects.create(
+        battle=battle,
+        index=index,
+        round=round_number,
+        role=role,
+        model=battle.model_for(role),
+        started_at=timezone.now(),
+    )
+
+
+def turn_complete(*, turn: Turn, content: str, prompt_tokens: int, completion_tokens: int) -> None:
+    updated = Turn.objects.filter(pk=turn.pk, status=Turn.Status.RUNNING).update(
+        status=Turn.Status.COMPLETED,
+        content=content,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        finished_at=timezone.now(),
+    )
+    if not updated:
+        raise BattleStateError(f"Turn {turn.index} is not running.")
+
+
+def turn_interrupt(*, turn: Turn, content: str) -> None:
+    """Keep what was streamed before a failure; the turn is marked interrupted."""
+    Turn.objects.filter(pk=turn.pk, status=Turn.Status.RUNNING).update(
+        status=Turn.Status.INTERRUPTED, content=content, finished_at=timezone.now()
+    )
+
+
+def battle_finish(
+    *,
+    battle_id: object,
+    winner: str,
+    aggressor_score: float | None,
+    defender_score: float | None,
+    summary: str,
+    verdict_fallback: bool,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost_usd: float | None,
+) -> None:
+    """running → finished, with the verdict and totals."""
+    updated = Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING).update(
+        status=Battle.Status.FINISHED,
+        winner=winner,
+        aggressor_score=aggressor_score,
+        defender_score=defender_score,
+        summary=summary,
+        verdict_fallback=verdict_fallback,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=None if cost_usd is None else Decimal(str(round(cost_usd, 6))),
+        finished_at=timezone.now(),
+    )
+    if not updated:
+        raise BattleStateError("Only a running battle can finish.")
+
+
+def battle_fail(
+    *,
+    battle_id: object,
+    error: str,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    cost_usd: float | None = None,
+) -> None:
+    """running → failed, keeping the reason and what was spent."""
+    Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING).update(
+        status=Battle.Status.FAILED,
+        error=error,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=None if cost_usd is None else Decimal(str(round(cost_usd, 6))),
+        finished_at=timezone.now(),
+    )
+
+
+def append_with(*, battle_id: object, events: Sequence[RecordedEvent], write: object = None) -> None:
+    """Append events and run `write` (a no-argument callable) in one transaction."""
+    with transaction.atomic():
+        events_append(battle_id=battle_id, events=events)
+        if callable(write):
+            write()

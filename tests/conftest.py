@@ -1,0 +1,45 @@
+"""Shared fixtures: documents and battles, the sparring model at full speed, a fake OpenAI server."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from battles import services  # noqa: E402
+from battles.models import Battle, Document  # noqa: E402
+from tests.openai_server import OpenAIServer  # noqa: E402
+
+ESSAY = """# Why every team should write tests
+
+Automated tests always pay for themselves within a week.
+Teams that write tests ship 40% fewer bugs, according to our internal survey of 12 teams.
+Some people think tests slow you down, but they probably have not tried it properly.
+A test suite documents what the code is meant to do, because each test states one expectation.
+For example, a test for the parser shows exactly which inputs it accepts.
+Code without tests is never safe to change, and everyone knows it.
+"""
+
+
+@pytest.fixture
+def essay_document(db: None) -> Document:
+    return services.document_create(data=ESSAY.encode(), name="essay.md")
+
+
+@pytest.fixture
+def make_battle(db: None):
+    def make(*, text: str = ESSAY, name: str = "essay.md", rounds: int = 1, **models: str) -> Battle:
+        document = services.document_create(data=text.encode(), name=name)
+        return services.battle_create(document=document, rounds=rounds, models=models or None)
+
+    return make
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAIServer]:
+    with OpenAIServer() as server:
+        yield server

@@ -1,0 +1,315 @@
+"""The turn loop against the sparring model (through litellm), and against a real HTTP provider."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from battles import events
+from battles.engine import run_battle
+from battles.events import RecordedEvent
+from battles.exceptions import BattleStateError
+from battles.models import Battle, Event, Turn
+from tests.conftest import ESSAY
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROLES = ["aggressor", "defender", "moderator"]
+
+
+def stored_log(battle: Battle) -> list[RecordedEvent]:
+    return [
+        RecordedEvent(e.seq, e.type, e.data, e.offset_ms)
+        for e in Event.objects.filter(battle=battle).order_by("seq")
+    ]
+
+
+async def run(battle: Battle) -> tuple[Battle, list[RecordedEvent], list[RecordedEvent]]:
+    """Run a battle; return it reloaded, the events the listener saw, and the stored log."""
+    heard: list[RecordedEvent] = []
+    finished = await run_battle(battle.pk, listeners=[heard.extend])
+    return finished, heard, await sync_to_async(stored_log)(finished)
+
+
+def assert_log_invariants(log: list[RecordedEvent], rounds: int) -> None:
+    """The event contract: order, gapless seqs, and tokens that add up to each turn's content."""
+    assert [e.seq for e in log] == list(range(1, len(log) + 1))
+    assert all(a.offset_ms <= b.offset_ms for a, b in zip(log, log[1:], strict=False))
+    assert log[0].type == events.BATTLE_STARTED
+    assert [e.type for e in log[-2:]] == [events.VERDICT, events.BATTLE_COMPLETED]
+    assert all(e.type in events.TYPES for e in log)
+
+    started = [e.data for e in log if e.type == events.TURN_STARTED]
+    assert [(s["turn"], s["round"], s["role"]) for s in started] == [
+        (i * 3 + j + 1, i + 1, role) for i in range(rounds) for j, role in enumerate(ROLES)
+    ]
+    texts: dict[int, str] = defaultdict(str)
+    current = None
+    for event in log:
+        if event.type == events.TURN_STARTED:
+            current = event.data["turn"]
+        elif event.type == events.TOKEN:
+            assert event.data["turn"] == current
+            texts[current] += event.data["text"]
+        elif event.type == events.TURN_COMPLETED:
+            assert event.data["turn"] == current
+            assert event.data["content"] == texts[current]
+            current = None
+
+
+async def test_a_battle_runs_to_a_verdict_and_the_log_is_complete(make_battle) -> None:
+    battle = await sync_to_async(make_battle)(rounds=2)
+
+    finished, heard, log = await run(battle)
+
+    assert finished.status == Battle.Status.FINISHED
+    assert_log_invariants(log, rounds=2)
+    assert heard == log  # listeners hear exactly the committed log
+
+    first = log[0].data
+    assert first == {
+        "battle_id": str(battle.pk),
+        "document": {"name": "essay.md", "size": len(ESSAY.encode()), "truncated": False},
+        "rounds": 2,
+        "agents": [{"role": role, "model": "arena/sparring"} for role in ROLES],
+    }
+
+    turns = await sync_to_async(list)(Turn.objects.filter(battle=battle).order_by("index"))
+    completed = [e.data for e in log if e.type == events.TURN_COMPLETED]
+    assert [t.content for t in turns] == [c["content"] for c in completed]
+    assert all(t.status == Turn.Status.COMPLETED and t.finished_at for t in turns)
+
+    usage = log[-1].data["usage"]
+    assert usage["prompt_tokens"] == sum(c["usage"]["prompt_tokens"] for c in completed) > 0
+    assert usage["completion_tokens"] == sum(c["usage"]["completion_tokens"] for c in completed) > 0
+    assert (finished.prompt_tokens, finished.completion_tokens) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
+    assert log[-1].data["cost_usd"] == 0.0  # the sparring model is free
+    assert log[-1].data["duration_ms"] >= log[-2].offset_ms
+
+    verdict = log[-2].data
+    assert verdict["fallback"] is False
+    assert verdict["winner"] == finished.winner
+    assert verdict["scores"] == {"aggressor": finished.aggressor_score, "defender": finished.defender_score}
+    assert verdict["summary"] == finished.summary
+    moderator_scores = [c["scores"] for c in completed if c["role"] == "moderator"]
+    assert all(s and set(s) == {"aggressor", "defender"} for s in moderator_scores)
+    assert all(c["scores"] is None for c in completed if c["role"] != "moderator")
+
+
+async def test_agents_argue_about_the_actual_document(make_battle) -> None:
+    battle = await sync_to_async(make_battle)(rounds=1)
+    _, _, log = await run(battle)
+    aggressor, defender, _ = [e.data["content"] for e in log if e.type == events.TURN_COMPLETED]
+    quotes = re.findall(r'^\d+\. "(.+)"$', aggressor, re.MULTILINE)
+    assert quotes and all(q in ESSAY for q in quotes)
+    assert re.findall(r'^\d+\. "(.+)"$', defender, re.MULTILINE) == quotes
+
+
+async def test_a_battle_runs_only_once(make_battle) -> None:
+    battle = await sync_to_async(make_battle)(rounds=1)
+    await run_battle(battle.pk)
+    with pytest.raises(BattleStateError):
+        await run_battle(battle.pk)
+    assert await Event.objects.filter(battle=battle, type=events.BATTLE_STARTED).acount() == 1
+
+
+async def test_turns_are_capped_by_max_tokens_and_the_verdict_falls_back(make_battle, settings) -> None:
+    settings.ARENA_MAX_TOKENS_PER_TURN = 5
+    battle = await sync_to_async(make_battle)(rounds=1)
+
+    finished, _, log = await run(battle)
+
+    assert finished.status == Battle.Status.FINISHED
+    tokens_per_turn: dict[int, int] = defaultdict(int)
+    for e in log:
+        if e.type == events.TOKEN:
+            tokens_per_turn[e.data["turn"]] += 1
+    assert set(tokens_per_turn.values()) == {5}
+    # Five words of the Moderator carry no verdict: the documented fallback applies and says so.
+    verdict = log[-2].data
+    assert verdict["fallback"] is True
+    assert verdict["winner"] == "draw"
+    assert finished.verdict_fallback is True
+
+
+# --- The real litellm HTTP path, against an OpenAI-compatible server on 127.0.0.1 --------------------
+
+SECRET = "sk-SECRET-fake"
+
+
+@pytest.fixture
+def provider(openai_server, settings):
+    """Every role on `openai/fake` served by the local fake server, with no retries unless a test says."""
+    settings.ARENA_ROLE_API_BASES = dict.fromkeys(ROLES, openai_server.api_base)
+    settings.ARENA_ROLE_API_KEYS = dict.fromkeys(ROLES, "sk-test-key")
+    settings.ARENA_PROVIDER_RETRIES = 0
+    return openai_server
+
+
+async def make_http_battle(make_battle, **kwargs) -> Battle:
+    return await sync_to_async(make_battle)(rounds=1, **dict.fromkeys(ROLES, "openai/fake"), **kwargs)
+
+
+def assert_nothing_leaks(battle: Battle, log: list[RecordedEvent]) -> None:
+    assert SECRET not in battle.error
+    assert all(SECRET not in str(e.data) for e in log)
+
+
+async def test_a_battle_streams_through_a_real_http_provider(make_battle, provider) -> None:
+    from tests.openai_server import Script
+
+    provider.queue(
+        Script(text="I attack the claim that tests always pay."),
+        Script(text="They do, as the survey shows."),
+        Script(
+            text="SCORES: aggressor=6 defender=7\nWINNER: defender\nFINAL SCORES: aggressor=6 defender=7\n"
+            "SUMMARY: The survey carried the day."
+        ),
+    )
+    battle = await make_http_battle(make_battle)
+
+    finished, _, log = await run(battle)
+
+    assert finished.status == Battle.Status.FINISHED
+    assert_log_invariants(log, rounds=1)
+    completed = [e.data for e in log if e.type == events.TURN_COMPLETED]
+    assert completed[1]["content"] == "They do, as the survey shows."
+    assert completed[2]["scores"] == {"aggressor": 6.0, "defender": 7.0}
+    assert log[-2].data == {
+        "winner": "defender",
+        "scores": {"aggressor": 6.0, "defender": 7.0},
+        "summary": "The survey carried the day.",
+        "fallback": False,
+    }
+    # Usage is the provider's own (the fake server reports words + overhead, not litellm's estimate).
+    assert completed[1]["usage"]["completion_tokens"] == 6
+    assert log[-1].data["cost_usd"] is None  # no price is known for this model
+    assert finished.cost_usd is None
+
+    # What the provider received: our system prompt, the framed document, the key and the caps.
+    request = provider.requests[0]
+    assert request["model"] == "fake"
+    assert request["stream"] is True and request["max_tokens"] == 400
+    assert "You are the Aggressor" in request["messages"][0]["content"]
+    assert "<<<DOCUMENT" in request["messages"][1]["content"]
+    assert "Automated tests always pay for themselves" in request["messages"][1]["content"]
+
+
+async def test_a_stream_cut_off_mid_turn_fails_the_battle_and_keeps_the_partial_text(
+    make_battle, provider
+) -> None:
+    from tests.openai_server import Script
+
+    provider.queue(Script(text="A complete attack."), Script(text="One two three four five", break_after=3))
+    battle = await make_http_battle(make_battle)
+
+    finished, _, log = await run(battle)
+
+    assert finished.status == Battle.Status.FAILED
+    assert log[-1].type == events.BATTLE_FAILED
+    assert log[-1].data == {
+        "error": "The model's answer was cut off: its stream ended early.",
+        "retryable": True,
+    }
+    assert finished.error == log[-1].data["error"]
+    assert [e.seq for e in log] == list(range(1, len(log) + 1))
+    partial = "".join(e.data["text"] for e in log if e.type == events.TOKEN and e.data["turn"] == 2)
+    assert partial == "One two three "
+    turns = await sync_to_async(list)(Turn.objects.filter(battle=battle).order_by("index"))
+    assert [(t.status, t.content) for t in turns] == [
+        (Turn.Status.COMPLETED, "A complete attack."),
+        (Turn.Status.INTERRUPTED, "One two three "),
+    ]
+    assert_nothing_leaks(finished, log)
+
+
+async def test_a_stream_with_no_content_at_all_counts_as_cut_off(make_battle, provider) -> None:
+    from tests.openai_server import Script
+
+    provider.queue(Script(break_after=0, break_clean=True))
+    battle = await make_http_battle(make_battle)
+
+    finished, _, log = await run(battle)
+
+    assert finished.status == Battle.Status.FAILED
+    assert "cut off" in log[-1].data["error"]
+
+
+@pytest.mark.parametrize(
+    "status, message, retryable",
+    [
+        (500, "The model provider had an internal error.", True),
+        (429, "The model provider is rate-limiting requests; try again shortly.", True),
+        (401, "The model provider rejected the credentials (check the API key).", False),
+        (404, "The model was not found at the provider (check the model name).", False),
+    ],
+)
+async def test_provider_errors_end_the_battle_with_a_readable_secret_free_message(
+    make_battle, provider, status: int, message: str, retryable: bool
+) -> None:
+    from tests.openai_server import Script
+
+    provider.queue(Script(status=status))
+    battle = await make_http_battle(make_battle)
+
+    finished, _, log = await run(battle)
+
+    assert finished.status == Battle.Status.FAILED
+    assert [e.type for e in log] == [events.BATTLE_STARTED, events.TURN_STARTED, events.BATTLE_FAILED]
+    assert log[-1].data == {"error": message, "retryable": retryable}
+    assert_nothing_leaks(finished, log)
+
+
+async def test_transient_errors_before_the_first_token_are_retried(make_battle, provider, settings) -> None:
+    from tests.openai_server import Script
+
+    settings.ARENA_PROVIDER_RETRIES = 1
+    provider.queue(Script(status=429), Script(text="Second time lucky."))
+    battle = await make_http_battle(make_battle)
+
+    _, _, log = await run(battle)
+
+    first = next(e.data for e in log if e.type == events.TURN_COMPLETED)
+    assert first["content"] == "Second time lucky."
+    assert len(provider.requests) == 4  # the 429, its retry, then the next two turns
+
+
+@pytest.mark.parametrize("stall_after, partial", [(0, ""), (2, "Words then ")])
+async def test_a_silent_provider_times_out(
+    make_battle, provider, settings, stall_after: int, partial: str
+) -> None:
+    from tests.openai_server import Script
+
+    settings.ARENA_FIRST_TOKEN_TIMEOUT_SECONDS = 0.5
+    settings.ARENA_IDLE_TIMEOUT_SECONDS = 0.5
+    provider.queue(Script(text="Words then silence here", stall_after=stall_after, stall_seconds=10))
+    battle = await make_http_battle(make_battle)
+
+    finished, _, log = await run(battle)
+    provider.release_stalls()
+
+    assert finished.status == Battle.Status.FAILED
+    assert log[-1].data == {"error": "The model stopped answering (timed out).", "retryable": True}
+    assert "".join(e.data["text"] for e in log if e.type == events.TOKEN) == partial
+
+
+async def test_a_document_too_long_for_the_context_is_truncated_with_a_note(
+    make_battle, provider, settings
+) -> None:
+    settings.ARENA_DEFAULT_CONTEXT_TOKENS = 2000
+    long_text = "\n".join(f"Sentence number {i} makes a claim about testing." for i in range(2000))
+    battle = await make_http_battle(make_battle, text=long_text, name="long.txt")
+
+    _, _, log = await run(battle)
+
+    assert log[0].data["document"]["truncated"] is True
+    user_message = provider.requests[0]["messages"][1]["content"]
+    assert "[Truncated: the document is" in user_message
+    assert "Sentence number 0 makes" in user_message
+    assert "Sentence number 1999 makes" not in user_message
