@@ -1,0 +1,82 @@
+"""`manage.py runbattle PATH`: run a battle on a file from the terminal and stream it as it happens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from battles import services
+from battles.documents import DocumentRejected
+from battles.engine import run_battle
+from battles.events import BATTLE_FAILED, RecordedEvent
+from battles.exceptions import BattleError
+from battles.models import MAX_ROUNDS, MIN_ROUNDS, Battle
+from battles.terminal import TerminalPrinter
+
+EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class Command(BaseCommand):
+    help = "Run a battle on a document and stream it to the terminal."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("path", help="The document: text, Markdown, source code or PDF.")
+        parser.add_argument(
+            "--rounds", type=int, help=f"Rounds, {MIN_ROUNDS} to {MAX_ROUNDS} (default ARENA_ROUNDS)."
+        )
+        parser.add_argument("--model", help="litellm model string for all three roles (default ARENA_MODEL).")
+        for role in ("aggressor", "defender", "moderator"):
+            parser.add_argument(f"--{role}-model", help=f"Model for the {role.capitalize()} only.")
+        parser.add_argument("--json", action="store_true", help="One JSON object per event per line.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        battle = self._create_battle(options)
+        if options["json"]:
+            listener = self._print_json
+        else:
+            printer = TerminalPrinter(self.stdout, color=self.stdout.isatty())
+            printer.header(battle)
+            listener = printer.print_events
+        battle = asyncio.run(run_battle(battle.pk, listeners=[listener]))
+        if not options["json"]:
+            printer.footer(battle)
+        sys.exit(EXIT_FINISHED if battle.status == Battle.Status.FINISHED else EXIT_FAILED)
+
+    def _create_battle(self, options: dict[str, Any]) -> Battle:
+        path = Path(options["path"])
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self._bad_input(f"no such file: {path}")
+        except IsADirectoryError:
+            self._bad_input(f"{path} is a directory, not a file")
+        except OSError as exc:
+            self._bad_input(f"cannot read {path}: {exc.strerror or exc}")
+        model = options["model"]
+        models = {role: options[f"{role}_model"] or model for role in ("aggressor", "defender", "moderator")}
+        try:
+            document = services.document_create(data=data, name=path.name)
+            return services.battle_create(document=document, rounds=options["rounds"], models=models)
+        except DocumentRejected as exc:
+            self._bad_input(exc.reason)
+        except BattleError as exc:
+            self._bad_input(exc.message)
+        raise AssertionError("unreachable")
+
+    def _bad_input(self, reason: str) -> None:
+        self.stderr.write(f"runbattle: {reason}")
+        sys.exit(EXIT_BAD_INPUT)
+
+    def _print_json(self, batch: Sequence[RecordedEvent]) -> None:
+        for event in batch:
+            line = json.dumps({"id": event.seq, "event": event.type, "data": event.data}, ensure_ascii=False)
+            self.stdout.write(line)
+            if event.type == BATTLE_FAILED:
+                self.stdout.flush()
+        self.stdout.flush()

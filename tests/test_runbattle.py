@@ -1,0 +1,219 @@
+"""`manage.py runbattle`, run as a subprocess the way a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ESSAY
+from tests.openai_server import OpenAIServer, Script
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def arena_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment with its own migrated SQLite database and media folder."""
+    home = tmp_path_factory.mktemp("runbattle")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "arena.settings_test",
+        "DATABASE_URL": f"sqlite:///{home / 'arena.sqlite3'}",
+        "MEDIA_ROOT": str(home / "media"),
+        "ARENA_SPARRING_DELAY_MS": "0",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    return env
+
+
+@pytest.fixture
+def essay(tmp_path: Path) -> Path:
+    path = tmp_path / "essay.md"
+    path.write_text(ESSAY)
+    return path
+
+
+def runbattle(
+    env: dict[str, str], *args: str | Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", "runbattle", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def query(env: dict[str, str], sql: str, *params: object) -> list[tuple]:
+    with sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///")) as db:
+        return db.execute(sql, params).fetchall()
+
+
+def test_json_mode_prints_exactly_the_stored_log(arena_env: dict[str, str], essay: Path) -> None:
+    result = runbattle(arena_env, essay, "--rounds", "2", "--json")
+
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(set(line) == {"id", "event", "data"} for line in lines)
+    assert [line["id"] for line in lines] == list(range(1, len(lines) + 1))
+    assert lines[0]["event"] == "battle.started" and lines[-1]["event"] == "battle.completed"
+    battle_id = lines[0]["data"]["battle_id"].replace("-", "")
+    stored = query(
+        arena_env, "SELECT seq, type, data FROM battles_event WHERE battle_id = ? ORDER BY seq", battle_id
+    )
+    assert [(line["id"], line["event"], line["data"]) for line in lines] == [
+        (seq, type_, json.loads(data)) for seq, type_, data in stored
+    ]
+    assert query(arena_env, "SELECT status, rounds FROM battles_battle WHERE id = ?", battle_id) == [
+        ("finished", 2)
+    ]
+
+
+def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(
+    arena_env: dict[str, str], essay: Path
+) -> None:
+    result = runbattle(arena_env, essay, "--rounds", "1")
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "\x1b[" not in out  # no colour when not on a terminal
+    headers = [line for line in out.splitlines() if line.startswith("── Round")]
+    assert [h.split(" ─")[0] for h in headers] == [
+        "── Round 1 · Aggressor",
+        "── Round 1 · Defender",
+        "── Round 1 · Moderator",
+    ]
+    assert '"Code without tests is never safe to change, and everyone knows it."' in out
+    assert "\nVerdict: " in out
+    assert "Tokens: " in out and "cost: $0.000000" in out
+    battle_id = out.strip().splitlines()[-1].split()[2]
+    assert query(arena_env, "SELECT status FROM battles_battle WHERE id = ?", battle_id.replace("-", "")) == [
+        ("finished",)
+    ]
+
+
+def test_colour_on_a_terminal(arena_env: dict[str, str], essay: Path) -> None:
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runbattle", str(essay), "--rounds", "1"],
+        cwd=ROOT,
+        env=arena_env,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=120) == 0
+    os.close(leader)
+    assert b"\x1b[31m\xe2\x94\x80\xe2\x94\x80 Round 1 \xc2\xb7 Aggressor" in output
+
+
+def test_role_models_can_be_chosen(arena_env: dict[str, str], essay: Path) -> None:
+    with OpenAIServer() as server:
+        server.queue(
+            Script(text="I attack."), Script(text="I defend."), Script(text="SCORES: aggressor=5 defender=5")
+        )
+        env = {**arena_env, "ARENA_API_BASE": server.api_base, "ARENA_API_KEY": "sk-test"}
+        result = runbattle(
+            env,
+            essay,
+            "--rounds",
+            "1",
+            "--json",
+            "--model",
+            "openai/fake",
+            "--defender-model",
+            "openai/other",
+        )
+    assert result.returncode == 0, result.stderr
+    started = json.loads(result.stdout.splitlines()[0])["data"]
+    assert started["agents"] == [
+        {"role": "aggressor", "model": "openai/fake"},
+        {"role": "defender", "model": "openai/other"},
+        {"role": "moderator", "model": "openai/fake"},
+    ]
+    assert [r["model"] for r in server.requests] == ["fake", "other", "fake"]
+
+
+def test_a_failing_provider_exits_1_with_battle_failed(arena_env: dict[str, str], essay: Path) -> None:
+    with OpenAIServer() as server:
+        server.queue(Script(status=500))
+        env = {**arena_env, "ARENA_API_BASE": server.api_base, "ARENA_PROVIDER_RETRIES": "0"}
+        result = runbattle(env, essay, "--json", "--model", "openai/fake")
+    assert result.returncode == 1
+    last = json.loads(result.stdout.splitlines()[-1])
+    assert last["event"] == "battle.failed"
+    assert last["data"] == {"error": "The model provider had an internal error.", "retryable": True}
+    assert "sk-SECRET-fake" not in result.stdout + result.stderr
+
+
+def test_a_failing_provider_is_reported_in_human_mode(arena_env: dict[str, str], essay: Path) -> None:
+    with OpenAIServer() as server:
+        server.queue(Script(status=401))
+        result = runbattle({**arena_env, "ARENA_API_BASE": server.api_base}, essay, "--model", "openai/fake")
+    assert result.returncode == 1
+    assert "Battle failed: The model provider rejected the credentials (check the API key)." in result.stdout
+    assert "cost: unknown" in result.stdout
+    assert result.stdout.rstrip().endswith("(failed)")
+    assert server.requests[0]["model"] == "fake"  # a keyless local server is still called
+
+
+def test_a_missing_api_key_is_explained(arena_env: dict[str, str], essay: Path) -> None:
+    env = {k: v for k, v in arena_env.items() if k != "OPENAI_API_KEY"}
+    result = runbattle(env, essay, "--model", "openai/gpt-4o-mini", "--json")
+    assert result.returncode == 1
+    assert json.loads(result.stdout.splitlines()[-1])["data"] == {
+        "error": "No API key is configured for this model's provider (set its key, e.g. OPENAI_API_KEY).",
+        "retryable": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "make_input, extra, reason",
+    [
+        (lambda d: d / "missing.txt", [], "no such file"),
+        (lambda d: d, [], "is a directory"),
+        (lambda d: _write(d / "empty.txt", b""), [], "empty"),
+        (lambda d: _write(d / "image.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4), [], "PNG"),
+        (
+            lambda d: _write(d / "ok.txt", ESSAY.encode()),
+            ["--rounds", "11"],
+            "Rounds must be between 1 and 10.",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_on_stderr_and_stores_nothing(
+    arena_env: dict[str, str], tmp_path: Path, make_input, extra: list[str], reason: str
+) -> None:
+    before = query(arena_env, "SELECT count(*) FROM battles_battle")
+    result = runbattle(arena_env, make_input(tmp_path), *extra)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("runbattle: ")
+    assert reason.lower() in result.stderr.lower()
+    assert query(arena_env, "SELECT count(*) FROM battles_battle") == before
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
