@@ -131,6 +131,10 @@ ARENA_ROLE_MODELS = {
     role: env.str(f"ARENA_{role.upper()}_MODEL", default="") or ARENA_MODEL
     for role in ("aggressor", "defender", "moderator")
 }
+# The models a visitor may pick per role on the upload form (the configured ones by default).
+ARENA_MODEL_CHOICES = env.list(
+    "ARENA_MODEL_CHOICES", default=list(dict.fromkeys([ARENA_MODEL, *ARENA_ROLE_MODELS.values()]))
+)
 # Optional OpenAI-compatible endpoint and key, globally or per role (llama.cpp, vLLM, Ollama's /v1…).
 ARENA_API_BASE = env.str("ARENA_API_BASE", default="")
 ARENA_API_KEY = env.str("ARENA_API_KEY", default="")
@@ -158,6 +162,16 @@ ARENA_FIRST_TOKEN_TIMEOUT_SECONDS = env.float("ARENA_FIRST_TOKEN_TIMEOUT_SECONDS
 ARENA_IDLE_TIMEOUT_SECONDS = env.float("ARENA_IDLE_TIMEOUT_SECONDS", default=30.0)
 # Retries (with backoff) of a model call that fails before its first token: 429, 5xx, no connection.
 ARENA_PROVIDER_RETRIES = env.int("ARENA_PROVIDER_RETRIES", default=2)
+
+# The live stream. A comment goes out this often while nothing else does, so proxies and home
+# routers do not drop an idle connection.
+ARENA_SSE_HEARTBEAT_SECONDS = env.float("ARENA_SSE_HEARTBEAT_SECONDS", default=15.0)
+# What EventSource waits before reconnecting (the stream's `retry:` line).
+ARENA_SSE_RETRY_MS = env.int("ARENA_SSE_RETRY_MS", default=2000)
+# A spectator this many events behind the battle is disconnected; it catches up from the log.
+ARENA_SSE_MAX_LAG_EVENTS = env.int("ARENA_SSE_MAX_LAG_EVENTS", default=5000)
+# How often a battle that runs in another process (e.g. `runbattle`) is read from the stored log.
+ARENA_TAIL_POLL_SECONDS = env.float("ARENA_TAIL_POLL_SECONDS", default=0.25)
 
 # Django refuses bigger request bodies before our own check runs; leave room for the form fields.
 DATA_UPLOAD_MAX_MEMORY_SIZE = ARENA_MAX_UPLOAD_BYTES + 64 * 1024

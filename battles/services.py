@@ -54,6 +54,29 @@ def battle_create(
     )
 
 
+def battle_create_from_upload(
+    *, data: bytes, name: str, rounds: int | None = None, models: dict[str, str] | None = None
+) -> Battle:
+    """Store an upload and a pending battle on it, both or neither. Raises DocumentRejected."""
+    document = document_create(data=data, name=name)
+    try:
+        with transaction.atomic():
+            return battle_create(document=document, rounds=rounds, models=models)
+    except BaseException:
+        document.file.delete(save=False)
+        document.delete()
+        raise
+
+
+def battle_retry(*, battle: Battle) -> Battle:
+    """A new pending battle on the same document, with the same rounds and models."""
+    return battle_create(
+        document=battle.document,
+        rounds=battle.rounds,
+        models={role: battle.model_for(role) for role in ROLE_ORDER},
+    )
+
+
 def battle_start(*, battle_id: object) -> Battle:
     """pending → running. Raises BattleStateError when the battle is not pending (already claimed)."""
     now = timezone.now()

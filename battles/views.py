@@ -1,13 +1,137 @@
-"""Thin views: validate, call a service or selector, render."""
+"""Thin views: validate, call a service or selector, render. Model output is rendered as text only."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from uuid import UUID
 
+from django.conf import settings
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from battles import broadcast, selectors, services
+from battles.documents import DocumentRejected
+from battles.forms import BattleForm
 from battles.models import Battle
+from battles.transcripts import render_markdown
+
+# Room for the multipart framing and the other form fields around the file.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
+def see_other(url: str) -> HttpResponse:
+    """303: after a POST, the browser GETs the new page."""
+    return HttpResponse(status=303, headers={"Location": url})
+
+
+@require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    recent = Battle.objects.select_related("document")[:20]
-    return render(request, "battles/home.html", {"battles": recent})
+    return _home(request, BattleForm())
+
+
+def _home(
+    request: HttpRequest, form: BattleForm, *, error: str | None = None, status: int = 200
+) -> HttpResponse:
+    context = {
+        "form": form,
+        "error": error,
+        "battles": selectors.battle_list_recent(),
+        "max_upload_bytes": settings.ARENA_MAX_UPLOAD_BYTES,
+    }
+    return render(request, "battles/home.html", context, status=status)
+
+
+@require_POST
+def create(request: HttpRequest) -> HttpResponse:
+    """Validate the upload, store the document and a pending battle, send the browser to the arena."""
+    limit = settings.ARENA_MAX_UPLOAD_BYTES
+    too_large = f"The file is too large; the limit is {limit // 1024 // 1024 or 1} MB."
+    if int(request.META.get("CONTENT_LENGTH") or 0) > limit + MULTIPART_OVERHEAD_BYTES:
+        # Refuse before Django reads the body.
+        return _home(request, BattleForm(), error=too_large, status=413)
+    form = BattleForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _home(request, form, error="Please correct the form.", status=400)
+    upload = form.cleaned_data["file"]
+    if upload.size > limit:
+        return _home(request, form, error=too_large, status=413)
+    try:
+        battle = services.battle_create_from_upload(
+            data=upload.read(),
+            name=upload.name or "",
+            rounds=form.cleaned_data["rounds"],
+            models=form.models(),
+        )
+    except DocumentRejected as exc:
+        return _home(request, form, error=exc.reason, status=exc.status)
+    return see_other(reverse("battles:arena", args=[battle.pk]))
+
+
+@require_GET
+def arena(request: HttpRequest, battle_id: UUID) -> HttpResponse:
+    battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
+    context = {
+        "battle": battle,
+        "share_url": request.build_absolute_uri(reverse("battles:arena", args=[battle.pk])),
+        "transcript_md_url": reverse("battles:transcript_md", args=[battle.pk]),
+        "transcript_json_url": reverse("battles:transcript_json", args=[battle.pk]),
+        "retry_url": reverse("battles:retry", args=[battle.pk]),
+        "config": {
+            "eventsUrl": reverse("battles:events", args=[battle.pk]),
+            "battleId": str(battle.pk),
+            "rounds": battle.rounds,
+            "status": battle.status,
+        },
+    }
+    return render(request, "battles/arena.html", context)
+
+
+@require_GET
+async def events(request: HttpRequest, battle_id: UUID) -> HttpResponse:
+    """The battle's SSE stream, from seq Last-Event-ID + 1 (or ?last_event_id=N + 1)."""
+    raw = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
+    try:
+        after = int(raw)
+    except ValueError:
+        return HttpResponseBadRequest("Last-Event-ID must be a whole number.")
+    if after < 0:
+        return HttpResponseBadRequest("Last-Event-ID must be a whole number.")
+    if not await Battle.objects.filter(pk=battle_id).aexists():
+        raise Http404("No such battle.")
+    response = StreamingHttpResponse(
+        broadcast.spectate(str(battle_id), after=after), content_type="text/event-stream; charset=utf-8"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer this response
+    return response
+
+
+@require_GET
+def transcript_json(request: HttpRequest, battle_id: UUID) -> HttpResponse:
+    battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
+    return JsonResponse(
+        selectors.battle_transcript(battle=battle), json_dumps_params={"ensure_ascii": False, "indent": 2}
+    )
+
+
+@require_GET
+def transcript_md(request: HttpRequest, battle_id: UUID) -> HttpResponse:
+    battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
+    markdown = render_markdown(selectors.battle_transcript(battle=battle))
+    return HttpResponse(markdown, content_type="text/markdown; charset=utf-8")
+
+
+@require_POST
+def retry(request: HttpRequest, battle_id: UUID) -> HttpResponse:
+    """Start over on the same document: a new battle, the old one stays as it was."""
+    battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
+    new = services.battle_retry(battle=battle)
+    return see_other(reverse("battles:arena", args=[new.pk]))

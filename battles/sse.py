@@ -1,0 +1,36 @@
+"""Server-Sent Events framing, pure and Django-free (https://html.spec.whatwg.org/#server-sent-events).
+
+`data:` is always one line of compact JSON: json.dumps escapes CR and LF inside strings, so no text
+can end a field or an event early. Frames are bytes, encoded once per event and shared by every
+spectator.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from battles.events import RecordedEvent
+
+PING = b": ping\n\n"
+
+
+def retry(milliseconds: int) -> bytes:
+    """Tells EventSource how long to wait before reconnecting."""
+    return f"retry: {int(milliseconds)}\n\n".encode()
+
+
+def encode_json(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def frame(event_type: str, data: Any, *, id: int | None = None) -> bytes:
+    """One SSE event. Without `id` the browser's last event id is left unchanged."""
+    if "\n" in event_type or "\r" in event_type:
+        raise ValueError("An event type cannot contain a line break.")
+    head = f"id: {id}\n" if id is not None else ""
+    return f"{head}event: {event_type}\ndata: {encode_json(data)}\n\n".encode()
+
+
+def encode_event(event: RecordedEvent) -> bytes:
+    return frame(event.type, event.data, id=event.seq)
