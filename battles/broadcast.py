@@ -220,8 +220,10 @@ async def _follow(channel: Channel, *, after: int) -> AsyncIterator[bytes]:
         caught_up = True
         if parts:
             yield b"".join(parts)
-        if channel.closed and position >= channel.last_seq:
+            continue  # more may have come while the write was under way
+        if channel.closed:
             return
+        # No await between the checks above and taking the channel's next change: nothing is missed.
         if not await channel.wait(settings.ARENA_SSE_HEARTBEAT_SECONDS):
             yield sse.PING
 
