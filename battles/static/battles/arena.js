@@ -1,0 +1,481 @@
+// The arena's live view: follows one battle's event log over Server-Sent Events.
+//
+// The log (README, "Events") is the single source of truth: every event carries its seq as the SSE
+// id, so a dropped connection resumes where it stopped and a finished battle replays in full.
+// Untrusted text (document names, model output, error messages) only ever enters the page through
+// textContent or text nodes, never as HTML.
+"use strict";
+
+(() => {
+  const ROLES = ["aggressor", "defender", "moderator"];
+  const STATE_TEXT = {
+    connecting: "Connecting…",
+    live: "Live",
+    reconnecting: "Reconnecting…",
+    finished: "Finished",
+    failed: "Failed",
+  };
+  const WINNER_TEXT = { aggressor: "Aggressor wins", defender: "Defender wins", draw: "Draw" };
+  // First wait before reopening a stream the browser gave up on (an HTTP error closes an
+  // EventSource for good); it doubles on each failure so a missing battle is not hammered.
+  const RECONNECT_DELAY_MS = 2000;
+  const RECONNECT_MAX_DELAY_MS = 30000;
+  // A panel scrolled to within this many pixels of its end follows new text; further up, the
+  // reader is reading something older and is left alone.
+  const STICK_THRESHOLD_PX = 48;
+
+  const $ = (id) => document.getElementById(id);
+  const config = JSON.parse($("arena-config").textContent);
+
+  const els = {
+    status: $("connection-status"),
+    roundCounter: $("round-counter"),
+    spectators: $("spectators"),
+    truncated: $("truncated-note"),
+    scoreAggressor: $("score-aggressor"),
+    scoreDefender: $("score-defender"),
+    scoreLabel: $("score-label"),
+    roundScores: $("round-scores"),
+    verdict: $("verdict"),
+    verdictWinner: $("verdict-winner"),
+    verdictSummary: $("verdict-summary"),
+    verdictFallback: $("verdict-fallback"),
+    failure: $("failure"),
+    errorMessage: $("error-message"),
+    retryForm: $("retry-form"),
+    usage: $("usage"),
+    share: $("share-link"),
+    copy: $("copy-share"),
+    copyStatus: $("copy-status"),
+  };
+  const baseTitle = document.title;
+
+  // ---- Panels and auto-scroll -----------------------------------------------------------------
+
+  const panels = {};
+  for (const role of ROLES) {
+    const section = $(`panel-${role}`);
+    const body = section.querySelector(".panel-body");
+    const panel = { role, section, body, stick: true, ourTop: -1 };
+    body.addEventListener(
+      "scroll",
+      () => {
+        // Our own scrolling says nothing about the reader; only theirs changes `stick`.
+        if (Math.abs(body.scrollTop - panel.ourTop) < 2) return;
+        panel.stick = body.scrollHeight - body.scrollTop - body.clientHeight <= STICK_THRESHOLD_PX;
+      },
+      { passive: true },
+    );
+    panels[role] = panel;
+  }
+
+  // Token text is buffered and written once per animation frame: a finished battle replays its
+  // whole log in a burst, and one DOM write per token would stall the page.
+  const dirtyTurns = new Set();
+  const dirtyPanels = new Set();
+  let frame = 0;
+
+  function schedule(panel) {
+    if (panel) dirtyPanels.add(panel);
+    if (!frame) frame = requestAnimationFrame(flush);
+  }
+
+  function flush() {
+    if (frame) cancelAnimationFrame(frame);
+    frame = 0;
+    for (const t of dirtyTurns) {
+      if (t.pending) {
+        t.textNode.appendData(t.pending);
+        t.pending = "";
+      }
+    }
+    dirtyTurns.clear();
+    for (const panel of dirtyPanels) {
+      if (panel.stick) {
+        panel.body.scrollTop = panel.body.scrollHeight;
+        panel.ourTop = panel.body.scrollTop;
+      }
+    }
+    dirtyPanels.clear();
+  }
+
+  // ---- State ----------------------------------------------------------------------------------
+
+  const turns = new Map(); // turn number -> turn record (see ensureTurn)
+  const roundScores = new Map(); // round -> {aggressor, defender}
+  let rounds = Number(config.rounds) || 0;
+  let currentRound = 0;
+  let lastSeq = 0;
+  let terminal = false; // battle.completed or battle.failed seen: the log will not grow again
+  let verdictShown = false;
+  let es = null;
+  let reconnectTimer = 0;
+  let reconnectDelay = RECONNECT_DELAY_MS;
+
+  function setState(state) {
+    els.status.dataset.state = state;
+    els.status.textContent = STATE_TEXT[state];
+  }
+
+  function updateRoundCounter() {
+    els.roundCounter.textContent = `Round ${currentRound} of ${rounds}`;
+  }
+
+  function formatScore(value) {
+    if (value === null || value === undefined || value === "") return "–";
+    const n = Number(value);
+    if (!Number.isFinite(n)) return "–";
+    return String(Math.round(n * 10) / 10);
+  }
+
+  function formatCost(cost) {
+    if (cost === null || cost === undefined) return "cost unknown";
+    const n = Number(cost);
+    if (!Number.isFinite(n)) return "cost unknown";
+    if (n === 0) return "cost $0.00";
+    if (n > 0 && n < 0.0001) return "cost < $0.0001";
+    return `cost $${n >= 1 ? n.toFixed(2) : n.toFixed(4)}`;
+  }
+
+  function formatDuration(ms) {
+    const n = Number(ms);
+    if (!Number.isFinite(n) || n < 0) return "duration unknown";
+    if (n < 1000) return `${Math.round(n)} ms`;
+    const seconds = n / 1000;
+    if (seconds < 60) return `${seconds.toFixed(1)} s`;
+    const minutes = Math.floor(seconds / 60);
+    return `${minutes} min ${Math.round(seconds - minutes * 60)} s`;
+  }
+
+  function roleOf(value) {
+    return ROLES.includes(value) ? value : null;
+  }
+
+  function setSpeaking(role) {
+    for (const r of ROLES) panels[r].section.classList.toggle("speaking", r === role);
+  }
+
+  function stopSpeaking(role) {
+    if (role && panels[role]) panels[role].section.classList.remove("speaking");
+  }
+
+  // ---- Turns ----------------------------------------------------------------------------------
+
+  function ensureTurn(turnNo, role, round) {
+    let t = turns.get(turnNo);
+    if (t) return t;
+    const panel = panels[role];
+    if (!panel) return null;
+    // Three turns a round (README, "How a battle runs"), for a turn first seen through a token.
+    const r = Number(round) || Math.ceil(turnNo / ROLES.length);
+
+    const article = document.createElement("article");
+    article.className = "turn";
+    article.dataset.turn = String(turnNo);
+    article.dataset.round = String(r);
+    const label = document.createElement("header");
+    label.className = "turn-label";
+    const roundEl = document.createElement("span");
+    roundEl.className = "turn-round";
+    roundEl.textContent = `Round ${r}`;
+    label.append(roundEl);
+    const textEl = document.createElement("div");
+    textEl.className = "turn-text";
+    const textNode = document.createTextNode("");
+    textEl.append(textNode);
+    article.append(label, textEl);
+
+    // Keep turns in order even if an event ever arrives late.
+    let before = null;
+    for (const other of panel.body.querySelectorAll("article.turn")) {
+      if (Number(other.dataset.turn) > turnNo) {
+        before = other;
+        break;
+      }
+    }
+    panel.body.insertBefore(article, before);
+
+    t = { turnNo, role, round: r, panel, article, label, textEl, textNode, pending: "", completed: false };
+    turns.set(turnNo, t);
+    schedule(panel);
+    return t;
+  }
+
+  function addChip(t, className, text) {
+    const chip = document.createElement("span");
+    chip.className = `turn-chip ${className}`;
+    chip.textContent = text;
+    t.label.append(chip);
+    return chip;
+  }
+
+  // ---- Scores ---------------------------------------------------------------------------------
+
+  function showScores(aggressor, defender, label) {
+    els.scoreAggressor.textContent = formatScore(aggressor);
+    els.scoreDefender.textContent = formatScore(defender);
+    els.scoreLabel.textContent = label;
+    const a = Number(aggressor);
+    const d = Number(defender);
+    const known = aggressor !== null && defender !== null && Number.isFinite(a) && Number.isFinite(d);
+    els.scoreAggressor.parentElement.classList.toggle("leading", known && a > d);
+    els.scoreDefender.parentElement.classList.toggle("leading", known && d > a);
+  }
+
+  function recordRoundScores(round, scores) {
+    roundScores.set(round, scores);
+    let item = els.roundScores.querySelector(`li[data-round="${round}"]`);
+    if (!item) {
+      item = document.createElement("li");
+      item.dataset.round = String(round);
+      let before = null;
+      for (const other of els.roundScores.children) {
+        if (Number(other.dataset.round) > round) {
+          before = other;
+          break;
+        }
+      }
+      els.roundScores.insertBefore(item, before);
+    }
+    const name = document.createElement("span");
+    name.className = "rs-round";
+    name.textContent = `R${round}`;
+    const agg = document.createElement("span");
+    agg.className = "rs-aggressor";
+    agg.textContent = formatScore(scores.aggressor);
+    const sep = document.createElement("span");
+    sep.className = "rs-sep";
+    sep.textContent = ":";
+    const def = document.createElement("span");
+    def.className = "rs-defender";
+    def.textContent = formatScore(scores.defender);
+    item.replaceChildren(name, agg, sep, def);
+    item.title = `Round ${round}: Aggressor ${agg.textContent}, Defender ${def.textContent}`;
+
+    if (!verdictShown) {
+      const latest = Math.max(...roundScores.keys());
+      const s = roundScores.get(latest);
+      showScores(s.aggressor, s.defender, `After round ${latest}`);
+    }
+  }
+
+  // ---- Event handlers -------------------------------------------------------------------------
+
+  const handlers = {
+    "battle.started"(data) {
+      if (Number(data.rounds) > 0) rounds = Number(data.rounds);
+      updateRoundCounter();
+      if (data.document && data.document.truncated) els.truncated.hidden = false;
+      for (const agent of data.agents || []) {
+        const role = roleOf(agent.role);
+        const el = role && document.querySelector(`[data-role-model="${role}"]`);
+        if (el && agent.model) el.textContent = String(agent.model);
+      }
+    },
+
+    "turn.started"(data) {
+      const role = roleOf(data.role);
+      if (!role) return;
+      const round = Number(data.round) || 0;
+      if (round > 0) {
+        currentRound = round;
+        updateRoundCounter();
+      }
+      setSpeaking(role);
+      const t = ensureTurn(Number(data.turn), role, round);
+      if (t && !t.completed) t.article.classList.add("running");
+    },
+
+    token(data) {
+      const role = roleOf(data.role);
+      if (!role || typeof data.text !== "string") return;
+      const t = ensureTurn(Number(data.turn), role);
+      if (!t || t.completed) return; // turn.completed's content is final
+      t.pending += data.text;
+      dirtyTurns.add(t);
+      schedule(t.panel);
+    },
+
+    "turn.completed"(data) {
+      const role = roleOf(data.role);
+      if (!role) return;
+      const t = ensureTurn(Number(data.turn), role, data.round);
+      if (!t) return;
+      // The content is authoritative: whatever the tokens said, the turn now reads exactly this.
+      t.pending = "";
+      dirtyTurns.delete(t);
+      t.textNode = document.createTextNode(typeof data.content === "string" ? data.content : "");
+      t.textEl.replaceChildren(t.textNode);
+      t.completed = true;
+      t.article.classList.remove("running");
+      t.article.classList.add("completed");
+      stopSpeaking(role);
+      if (data.scores && typeof data.scores === "object") {
+        addChip(t, "turn-chip-scores", `A ${formatScore(data.scores.aggressor)} : D ${formatScore(data.scores.defender)}`);
+        recordRoundScores(t.round, { aggressor: data.scores.aggressor, defender: data.scores.defender });
+      }
+      schedule(t.panel);
+    },
+
+    verdict(data) {
+      verdictShown = true;
+      const winner = String(data.winner || "");
+      els.verdictWinner.textContent = WINNER_TEXT[winner] || "No winner";
+      els.verdictSummary.textContent = typeof data.summary === "string" ? data.summary : "";
+      els.verdictFallback.hidden = !data.fallback;
+      for (const w of Object.keys(WINNER_TEXT)) els.verdict.classList.toggle(`verdict-${w}`, w === winner);
+      els.verdict.hidden = false;
+      const scores = data.scores || {};
+      showScores(scores.aggressor ?? null, scores.defender ?? null, "Final");
+      document.title = `${els.verdictWinner.textContent} · ${baseTitle}`;
+    },
+
+    "battle.completed"(data) {
+      flush();
+      const usage = data.usage || {};
+      const prompt = Number(usage.prompt_tokens) || 0;
+      const completion = Number(usage.completion_tokens) || 0;
+      els.usage.textContent =
+        `${prompt} prompt + ${completion} completion tokens · ${formatCost(data.cost_usd)} · ${formatDuration(data.duration_ms)}`;
+      els.usage.hidden = false;
+      setSpeaking(null);
+      finish("finished");
+    },
+
+    "battle.failed"(data) {
+      flush();
+      for (const t of turns.values()) {
+        if (!t.completed) {
+          t.article.classList.remove("running");
+          t.article.classList.add("interrupted");
+          addChip(t, "turn-chip-interrupted", "interrupted");
+        }
+      }
+      setSpeaking(null);
+      els.errorMessage.textContent = typeof data.error === "string" && data.error ? data.error : "The battle failed.";
+      els.failure.hidden = false;
+      els.errorMessage.hidden = false;
+      els.retryForm.hidden = false;
+      finish("failed");
+    },
+  };
+
+  function onSpectators(e) {
+    let data;
+    try {
+      data = JSON.parse(e.data);
+    } catch {
+      return;
+    }
+    const count = Number(data.count);
+    if (!Number.isFinite(count) || count < 0) return;
+    els.spectators.textContent = `${Math.floor(count)} watching`;
+    els.spectators.hidden = false;
+  }
+
+  // ---- Connection -----------------------------------------------------------------------------
+
+  function finish(state) {
+    terminal = true;
+    setState(state);
+    if (reconnectTimer) clearTimeout(reconnectTimer);
+    reconnectTimer = 0;
+    if (es) es.close();
+  }
+
+  function dispatch(source, type, e) {
+    if (source !== es || terminal) return;
+    // The browser keeps the last id for events sent without one, so only a fresh, higher id counts.
+    if (/^\d+$/.test(e.lastEventId)) {
+      const seq = Number(e.lastEventId);
+      if (seq <= lastSeq) return;
+      lastSeq = seq;
+    }
+    let data;
+    try {
+      data = JSON.parse(e.data);
+    } catch (err) {
+      console.warn(`arena: unreadable ${type} event`, err);
+      return;
+    }
+    if (!data || typeof data !== "object") return;
+    try {
+      handlers[type](data);
+    } catch (err) {
+      console.error(`arena: failed to apply ${type} event`, err);
+    }
+  }
+
+  function streamUrl() {
+    if (lastSeq <= 0) return config.eventsUrl;
+    const sep = config.eventsUrl.includes("?") ? "&" : "?";
+    return `${config.eventsUrl}${sep}last_event_id=${encodeURIComponent(lastSeq)}`;
+  }
+
+  function connect() {
+    reconnectTimer = 0;
+    if (terminal) return;
+    const source = new EventSource(streamUrl());
+    es = source;
+    source.onopen = () => {
+      if (source !== es || terminal) return;
+      reconnectDelay = RECONNECT_DELAY_MS;
+      setState("live");
+    };
+    source.onerror = () => {
+      if (source !== es || terminal) return;
+      setState("reconnecting");
+      // CONNECTING: the browser retries by itself and sends Last-Event-ID. CLOSED: it gave up.
+      if (source.readyState === EventSource.CLOSED && !reconnectTimer) {
+        reconnectTimer = setTimeout(connect, reconnectDelay);
+        reconnectDelay = Math.min(reconnectDelay * 2, RECONNECT_MAX_DELAY_MS);
+      }
+    };
+    for (const type of Object.keys(handlers)) {
+      source.addEventListener(type, (e) => dispatch(source, type, e));
+    }
+    source.addEventListener("spectators", (e) => {
+      if (source === es) onSpectators(e);
+    });
+  }
+
+  // ---- Share link -----------------------------------------------------------------------------
+
+  let copyStatusTimer = 0;
+  function copyFeedback(text) {
+    els.copyStatus.textContent = text;
+    clearTimeout(copyStatusTimer);
+    copyStatusTimer = setTimeout(() => {
+      els.copyStatus.textContent = "";
+    }, 4000);
+  }
+
+  els.share.addEventListener("focus", () => els.share.select());
+  els.copy.addEventListener("click", async () => {
+    const text = els.share.value;
+    if (navigator.clipboard && window.isSecureContext) {
+      try {
+        await navigator.clipboard.writeText(text);
+        copyFeedback("Link copied.");
+        return;
+      } catch {
+        // Permission refused: fall back to selecting the text.
+      }
+    }
+    els.share.focus();
+    els.share.select();
+    let copied = false;
+    try {
+      copied = document.execCommand("copy");
+    } catch {
+      copied = false;
+    }
+    copyFeedback(copied ? "Link copied." : "Link selected: press Ctrl+C (⌘C) to copy it.");
+  });
+
+  // ---- Start ----------------------------------------------------------------------------------
+
+  updateRoundCounter();
+  setState("connecting");
+  connect();
+})();
