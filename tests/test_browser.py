@@ -1,0 +1,179 @@
+"""The arena in a real browser: Debian's chromium, driven by Playwright, against a real daphne."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import ESSAY
+from tests.live import LiveServer, migrated_database
+from tests.openai_server import OpenAIServer, Script
+from tests.proxy import CuttableProxy
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+BATTLE_TIMEOUT_MS = 60_000
+ROLES = ("aggressor", "defender", "moderator")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[OpenAIServer]:
+    with OpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, provider: OpenAIServer) -> Iterator[LiveServer]:
+    folder = tmp_path_factory.mktemp("browser")
+    with LiveServer(
+        folder,
+        migrated_database(folder),
+        # Slow enough to watch a turn stream in and to cut the connection in the middle of it.
+        ARENA_SPARRING_DELAY_MS="15",
+        ARENA_SSE_RETRY_MS="500",
+        ARENA_API_BASE=provider.api_base,
+        ARENA_PROVIDER_RETRIES="0",
+        ARENA_MODEL_CHOICES="arena/sparring,openai/fake",
+    ) as live:
+        yield live
+
+
+def transcript(server: LiveServer, battle_id: str) -> dict:
+    return httpx.get(f"{server.url}/battles/{battle_id}/transcript.json").json()
+
+
+def panel_texts(page: Page, role: str) -> list[str]:
+    return page.locator(f"#panel-{role} .turn .turn-text").all_text_contents()
+
+
+def assert_panels_match(page: Page, data: dict) -> None:
+    for role in ROLES:
+        assert panel_texts(page, role) == [t["content"] for t in data["turns"] if t["role"] == role]
+
+
+def test_upload_watch_the_battle_and_see_the_verdict(page: Page, server: LiveServer) -> None:
+    page.goto(server.url + "/")
+    page.set_input_files(
+        "#id_file", files=[{"name": "essay.md", "mimeType": "text/markdown", "buffer": ESSAY.encode()}]
+    )
+    page.fill("#id_rounds", "1")
+    page.click("#start-battle")
+
+    page.wait_for_url(re.compile(r"/battles/[0-9a-f-]{36}/$"))
+    battle_id = page.url.rstrip("/").split("/")[-1]
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "live")
+    expect(page.locator("#round-counter")).to_have_text("Round 1 of 1")
+    expect(page.locator("#spectators")).to_contain_text("1 watching")
+    expect(page.locator("#connection-status")).to_have_attribute(
+        "data-state", "finished", timeout=BATTLE_TIMEOUT_MS
+    )
+
+    data = transcript(server, battle_id)
+    expect(page.locator("#verdict")).to_be_visible()
+    winner = {"aggressor": "Aggressor wins", "defender": "Defender wins", "draw": "Draw"}[
+        data["verdict"]["winner"]
+    ]
+    expect(page.locator("#verdict-winner")).to_contain_text(winner)
+    expect(page.locator("#verdict-summary")).to_have_text(data["verdict"]["summary"])
+    assert_panels_match(page, data)
+    expect(page.locator(".panel.speaking")).to_have_count(0)
+    expect(page.locator("#share-link")).to_have_value(f"{server.url}/battles/{battle_id}/")
+
+    # A finished battle opened later replays the same transcript.
+    page.reload()
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "finished")
+    assert_panels_match(page, data)
+
+
+def test_model_output_is_shown_as_text_and_never_run(
+    page: Page, server: LiveServer, provider: OpenAIServer
+) -> None:
+    hostile = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> **bold** &amp;'
+    provider.queue(Script(text=hostile), Script(text=hostile), Script(text="SCORES: aggressor=1 defender=2"))
+    fake = {f"{role}_model": "openai/fake" for role in ROLES}
+    battle_id = server.create_battle(ESSAY, rounds=1, **fake)
+
+    page.goto(f"{server.url}/battles/{battle_id}/")
+
+    expect(page.locator("#connection-status")).to_have_attribute(
+        "data-state", "finished", timeout=BATTLE_TIMEOUT_MS
+    )
+    assert panel_texts(page, "aggressor") == [hostile]
+    assert panel_texts(page, "defender") == [hostile]
+    expect(page.locator(".panels img, .panels script")).to_have_count(0)
+    assert page.evaluate("window.__xss") is None
+
+
+def test_a_failed_battle_offers_retry(page: Page, server: LiveServer, provider: OpenAIServer) -> None:
+    provider.queue(Script(status=500))
+    fake = {f"{role}_model": "openai/fake" for role in ROLES}
+    battle_id = server.create_battle(ESSAY, rounds=1, **fake)
+
+    page.goto(f"{server.url}/battles/{battle_id}/")
+
+    expect(page.locator("#connection-status")).to_have_attribute(
+        "data-state", "failed", timeout=BATTLE_TIMEOUT_MS
+    )
+    expect(page.locator("#error-message")).to_have_text("The model provider had an internal error.")
+    provider.queue(
+        Script(text="Attack."), Script(text="Defence."), Script(text="SCORES: aggressor=3 defender=4")
+    )
+    page.click("#retry-button")
+    page.wait_for_url(re.compile(r"/battles/[0-9a-f-]{36}/$"))
+    assert battle_id not in page.url
+    expect(page.locator("#connection-status")).to_have_attribute(
+        "data-state", "finished", timeout=BATTLE_TIMEOUT_MS
+    )
+
+
+def test_the_page_reconnects_when_the_stream_drops_and_ends_complete(page: Page, server: LiveServer) -> None:
+    proxy = CuttableProxy(server.port)
+    try:
+        battle_id = server.create_battle(ESSAY, rounds=1)
+        page.goto(f"{proxy.url}/battles/{battle_id}/")
+        expect(page.locator("#connection-status")).to_have_attribute("data-state", "live")
+        # Wait until the Aggressor is mid-turn, then drop every connection.
+        expect(page.locator("#panel-aggressor .turn-text")).to_contain_text("Round 1.")
+
+        proxy.cut()
+
+        expect(page.locator("#connection-status")).to_have_attribute("data-state", "reconnecting")
+        expect(page.locator("#connection-status")).to_have_attribute(
+            "data-state", "finished", timeout=BATTLE_TIMEOUT_MS
+        )
+        assert_panels_match(page, transcript(server, battle_id))
+        assert proxy.cuts == 1
+    finally:
+        proxy.close()
