@@ -13,10 +13,11 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from battles.documents import extract_text, safe_display_name
-from battles.events import RecordedEvent
+from battles.events import BATTLE_FAILED, RecordedEvent
 from battles.exceptions import BattleError, BattleStateError
 from battles.models import MAX_ROUNDS, MIN_ROUNDS, ROLE_ORDER, Battle, Document, Event, Turn
 
@@ -174,6 +175,40 @@ def battle_fail(
         cost_usd=None if cost_usd is None else Decimal(str(round(cost_usd, 6))),
         finished_at=timezone.now(),
     )
+
+
+def battle_mark_failed(*, battle_id: object, reason: str) -> None:
+    """An operator ends a stuck running battle: status failed, and `battle.failed` closes its log.
+
+    Raises BattleStateError when the battle is not running.
+    """
+    with transaction.atomic():
+        battle = Battle.objects.select_for_update().get(pk=battle_id)
+        if battle.status != Battle.Status.RUNNING:
+            raise BattleStateError("Only a running battle can be marked failed.")
+        last = Event.objects.filter(battle=battle).order_by("-seq").first()
+        started = battle.started_at or timezone.now()
+        offset = max(int((timezone.now() - started).total_seconds() * 1000), last.offset_ms if last else 0)
+        events_append(
+            battle_id=battle.pk,
+            events=[
+                RecordedEvent(
+                    (last.seq if last else 0) + 1, BATTLE_FAILED, {"error": reason, "retryable": True}, offset
+                )
+            ],
+        )
+        Turn.objects.filter(battle=battle, status=Turn.Status.RUNNING).update(
+            status=Turn.Status.INTERRUPTED, finished_at=timezone.now()
+        )
+        spent = Turn.objects.filter(battle=battle).aggregate(
+            prompt=Sum("prompt_tokens", default=0), completion=Sum("completion_tokens", default=0)
+        )
+        battle_fail(
+            battle_id=battle.pk,
+            error=reason,
+            prompt_tokens=spent["prompt"],
+            completion_tokens=spent["completion"],
+        )
 
 
 def append_with(*, battle_id: object, events: Sequence[RecordedEvent], write: object = None) -> None:

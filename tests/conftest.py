@@ -43,3 +43,10 @@ def make_battle(db: None):
 def openai_server() -> Iterator[OpenAIServer]:
     with OpenAIServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[OpenAIServer]:
+    """A fake OpenAI-compatible provider shared by a module's live server."""
+    with OpenAIServer() as server:
+        yield server

@@ -43,6 +43,15 @@ def base_env() -> dict[str, str]:
     }
 
 
+def provider_env(api_base: str) -> dict[str, str]:
+    """Settings for a server whose battles may also use `openai/fake` on the local fake provider."""
+    return {
+        "ARENA_API_BASE": api_base,
+        "ARENA_PROVIDER_RETRIES": "0",
+        "ARENA_MODEL_CHOICES": "arena/sparring,openai/fake",
+    }
+
+
 class LiveServer:
     """daphne on a free port with its own database and media folder. Always call stop()."""
 
@@ -123,6 +132,24 @@ class LiveServer:
             )
         assert response.status_code == 303, response.text
         return response.headers["Location"].rstrip("/").split("/")[-1]
+
+    def create_staff_user(self) -> tuple[str, str]:
+        """A superuser in this server's database, made with Django's own command."""
+        username, password = "operator", "correct-horse-battery-staple"
+        env = {
+            **self.env,
+            "DJANGO_SUPERUSER_USERNAME": username,
+            "DJANGO_SUPERUSER_PASSWORD": password,
+            "DJANGO_SUPERUSER_EMAIL": "operator@example.com",
+        }
+        subprocess.run(
+            [sys.executable, "manage.py", "createsuperuser", "--noinput"],
+            cwd=ROOT,
+            env=env,
+            check=False,
+            capture_output=True,
+        )
+        return username, password
 
     def stored_log(self, battle_id: str) -> list[tuple[int, str, Any]]:
         import json

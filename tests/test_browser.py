@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ESSAY
-from tests.live import LiveServer, migrated_database
+from tests.live import LiveServer, migrated_database, provider_env
 from tests.openai_server import OpenAIServer, Script
 from tests.proxy import CuttableProxy
 
@@ -49,12 +49,6 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 @pytest.fixture(scope="module")
-def provider() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, provider: OpenAIServer) -> Iterator[LiveServer]:
     folder = tmp_path_factory.mktemp("browser")
     with LiveServer(
@@ -63,9 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, provider: OpenAIServer) -> 
         # Slow enough to watch a turn stream in and to cut the connection in the middle of it.
         ARENA_SPARRING_DELAY_MS="15",
         ARENA_SSE_RETRY_MS="500",
-        ARENA_API_BASE=provider.api_base,
-        ARENA_PROVIDER_RETRIES="0",
-        ARENA_MODEL_CHOICES="arena/sparring,openai/fake",
+        **provider_env(provider.api_base),
     ) as live:
         yield live
 
@@ -177,3 +169,33 @@ def test_the_page_reconnects_when_the_stream_drops_and_ends_complete(page: Page,
         assert proxy.cuts == 1
     finally:
         proxy.close()
+
+
+def test_staff_replay_a_finished_battle_at_high_speed(page: Page, server: LiveServer) -> None:
+    battle_id = server.create_battle(ESSAY, rounds=1)
+    httpx.get(f"{server.url}/battles/{battle_id}/events", timeout=60)  # watch it to its end
+    username, password = server.create_staff_user()
+
+    page.goto(f"{server.url}/admin/battles/battle/{battle_id}/change/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.click("#replay-button")
+    page.wait_for_url(re.compile(rf"/admin/battles/battle/{battle_id}/replay/"))
+    page.select_option("#replay-speed", "50")
+
+    expect(page.locator("#connection-status")).to_have_attribute(
+        "data-state", "finished", timeout=BATTLE_TIMEOUT_MS
+    )
+    data = transcript(server, battle_id)
+    expect(page.locator("#verdict")).to_be_visible()
+    expect(page.locator("#verdict-summary")).to_have_text(data["verdict"]["summary"])
+    assert_panels_match(page, data)
+
+
+def test_the_replay_page_needs_staff(page: Page, server: LiveServer) -> None:
+    battle_id = server.create_battle(ESSAY, rounds=1)
+    httpx.get(f"{server.url}/battles/{battle_id}/events", timeout=60)
+    page.goto(f"{server.url}/admin/battles/battle/{battle_id}/replay/")
+    assert "/admin/login/" in page.url
+    expect(page.locator("#panel-aggressor")).to_have_count(0)

@@ -13,19 +13,13 @@ import httpx
 import pytest
 
 from tests.conftest import ESSAY
-from tests.live import ROOT, LiveServer, migrated_database
+from tests.live import ROOT, LiveServer, migrated_database, provider_env
 from tests.openai_server import OpenAIServer, Script
 from tests.sse_client import Message, Parser
 
 pytestmark = pytest.mark.e2e
 
 STREAM_TIMEOUT = httpx.Timeout(60.0)
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, provider: OpenAIServer) -> 
         migrated_database(folder),
         ARENA_SPARRING_DELAY_MS="2",
         ARENA_SSE_HEARTBEAT_SECONDS="0.3",
-        ARENA_API_BASE=provider.api_base,
-        ARENA_PROVIDER_RETRIES="0",
-        ARENA_MODEL_CHOICES="arena/sparring,openai/fake",
+        **provider_env(provider.api_base),
     ) as live:
         yield live
 

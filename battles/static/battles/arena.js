@@ -2,6 +2,8 @@
 //
 // The log (README, "Events") is the single source of truth: every event carries its seq as the SSE
 // id, so a dropped connection resumes where it stopped and a finished battle replays in full.
+// With `replay` in the config (the admin's replay page) the same view plays a stored log at a
+// chosen speed, with Play, Pause, Speed and Restart (see "Replay controls" below).
 // Untrusted text (document names, model output, error messages) only ever enters the page through
 // textContent or text nodes, never as HTML.
 "use strict";
@@ -14,6 +16,8 @@
     reconnecting: "Reconnecting…",
     finished: "Finished",
     failed: "Failed",
+    playing: "Playing",
+    paused: "Paused",
   };
   const WINNER_TEXT = { aggressor: "Aggressor wins", defender: "Defender wins", draw: "Draw" };
   // First wait before reopening a stream the browser gave up on (an HTTP error closes an
@@ -44,9 +48,15 @@
     errorMessage: $("error-message"),
     retryForm: $("retry-form"),
     usage: $("usage"),
+    // Absent on pages without a Retry form or share box (the replay).
     share: $("share-link"),
     copy: $("copy-share"),
     copyStatus: $("copy-status"),
+    // Only on the replay page.
+    play: $("replay-play"),
+    pause: $("replay-pause"),
+    speed: $("replay-speed"),
+    restart: $("replay-restart"),
   };
   const baseTitle = document.title;
 
@@ -111,6 +121,8 @@
   let es = null;
   let reconnectTimer = 0;
   let reconnectDelay = RECONNECT_DELAY_MS;
+  // Replay mode (the admin's replay page), else null: see "Replay controls".
+  const replay = config.replay ? { state: "playing", speed: initialSpeed() } : null;
 
   function setState(state) {
     els.status.dataset.state = state;
@@ -355,7 +367,7 @@
       els.errorMessage.textContent = typeof data.error === "string" && data.error ? data.error : "The battle failed.";
       els.failure.hidden = false;
       els.errorMessage.hidden = false;
-      els.retryForm.hidden = false;
+      if (els.retryForm) els.retryForm.hidden = false;
       finish("failed");
     },
   };
@@ -381,6 +393,7 @@
     if (reconnectTimer) clearTimeout(reconnectTimer);
     reconnectTimer = 0;
     if (es) es.close();
+    if (replay) setReplayState("ended");
   }
 
   function dispatch(source, type, e) {
@@ -407,9 +420,26 @@
   }
 
   function streamUrl() {
-    if (lastSeq <= 0) return config.eventsUrl;
+    const params = [];
+    if (replay) params.push(`speed=${encodeURIComponent(replay.speed)}`);
+    if (lastSeq > 0) params.push(`last_event_id=${encodeURIComponent(lastSeq)}`);
+    if (!params.length) return config.eventsUrl;
     const sep = config.eventsUrl.includes("?") ? "&" : "?";
-    return `${config.eventsUrl}${sep}last_event_id=${encodeURIComponent(lastSeq)}`;
+    return `${config.eventsUrl}${sep}${params.join("&")}`;
+  }
+
+  function retryLater() {
+    if (reconnectTimer) return;
+    reconnectTimer = setTimeout(connect, reconnectDelay);
+    reconnectDelay = Math.min(reconnectDelay * 2, RECONNECT_MAX_DELAY_MS);
+  }
+
+  // Closes the stream, if any, and any pending reconnection: nothing more arrives until connect().
+  function disconnect() {
+    if (reconnectTimer) clearTimeout(reconnectTimer);
+    reconnectTimer = 0;
+    if (es) es.close();
+    es = null;
   }
 
   function connect() {
@@ -420,16 +450,20 @@
     source.onopen = () => {
       if (source !== es || terminal) return;
       reconnectDelay = RECONNECT_DELAY_MS;
-      setState("live");
+      setState(replay ? "playing" : "live");
     };
     source.onerror = () => {
       if (source !== es || terminal) return;
       setState("reconnecting");
-      // CONNECTING: the browser retries by itself and sends Last-Event-ID. CLOSED: it gave up.
-      if (source.readyState === EventSource.CLOSED && !reconnectTimer) {
-        reconnectTimer = setTimeout(connect, reconnectDelay);
-        reconnectDelay = Math.min(reconnectDelay * 2, RECONNECT_MAX_DELAY_MS);
+      if (replay) {
+        // Reopen it ourselves, from lastSeq and at the speed chosen now (the browser would reuse
+        // the URL it was opened with).
+        source.close();
+        retryLater();
+        return;
       }
+      // CONNECTING: the browser retries by itself and sends Last-Event-ID. CLOSED: it gave up.
+      if (source.readyState === EventSource.CLOSED) retryLater();
     };
     for (const type of Object.keys(handlers)) {
       source.addEventListener(type, (e) => dispatch(source, type, e));
@@ -450,8 +484,12 @@
     }, 4000);
   }
 
-  els.share.addEventListener("focus", () => els.share.select());
-  els.copy.addEventListener("click", async () => {
+  if (els.share && els.copy) {
+    els.share.addEventListener("focus", () => els.share.select());
+    els.copy.addEventListener("click", copyShareLink);
+  }
+
+  async function copyShareLink() {
     const text = els.share.value;
     if (navigator.clipboard && window.isSecureContext) {
       try {
@@ -471,11 +509,116 @@
       copied = false;
     }
     copyFeedback(copied ? "Link copied." : "Link selected: press Ctrl+C (⌘C) to copy it.");
-  });
+  }
+
+  // ---- Replay controls ------------------------------------------------------------------------
+  //
+  // The server paces a replay (the original timing divided by the speed), so the page only opens
+  // and closes the stream. A small state machine:
+  //   playing: a stream is open, opening or about to reopen (Play disabled)
+  //   paused:  no stream; Play reopens it from lastSeq (Pause disabled)
+  //   ended:   battle.completed or battle.failed was applied; only Restart plays again
+  // The connection status shows connecting / playing / reconnecting / paused / finished / failed.
+
+  function initialSpeed() {
+    if (els.speed && els.speed.value !== "") return els.speed.value;
+    const speed = Number(config.replay.speed);
+    return Number.isFinite(speed) && speed >= 0 ? String(speed) : "1";
+  }
+
+  function setReplayState(state) {
+    const focused = document.activeElement;
+    replay.state = state;
+    if (els.play) els.play.disabled = state !== "paused";
+    if (els.pause) els.pause.disabled = state !== "playing";
+    document.body.classList.toggle("replay-paused", state === "paused");
+    // A button that was just disabled drops the keyboard focus: hand it to the next usable one.
+    if (focused && focused.disabled) {
+      const next = [els.play, els.pause, els.restart].find((b) => b && !b.disabled);
+      if (next) next.focus();
+    }
+  }
+
+  function startPlaying() {
+    setReplayState("playing");
+    reconnectDelay = RECONNECT_DELAY_MS;
+    setState("connecting");
+    connect();
+  }
+
+  function play() {
+    if (replay.state === "paused") startPlaying();
+  }
+
+  function pause() {
+    if (replay.state !== "playing") return;
+    disconnect();
+    setReplayState("paused");
+    setState("paused");
+  }
+
+  function changeSpeed() {
+    replay.speed = els.speed.value;
+    if (replay.state !== "playing") return; // used by the next Play or Restart
+    disconnect();
+    startPlaying();
+  }
+
+  function restart() {
+    disconnect();
+    resetView();
+    startPlaying();
+  }
+
+  // Back to the page as served: no turns, scores, verdict, failure or usage, nothing applied.
+  function resetView() {
+    if (frame) cancelAnimationFrame(frame);
+    frame = 0;
+    dirtyTurns.clear();
+    dirtyPanels.clear();
+    for (const panel of Object.values(panels)) {
+      panel.body.replaceChildren();
+      panel.stick = true;
+      panel.ourTop = -1;
+      panel.section.classList.remove("speaking");
+    }
+    turns.clear();
+    roundScores.clear();
+    els.roundScores.replaceChildren();
+    verdictShown = false;
+    showScores(null, null, "No scores yet");
+    els.verdict.hidden = true;
+    for (const w of Object.keys(WINNER_TEXT)) els.verdict.classList.remove(`verdict-${w}`);
+    els.verdictWinner.textContent = "";
+    els.verdictSummary.textContent = "";
+    els.verdictFallback.hidden = true;
+    els.failure.hidden = true;
+    els.errorMessage.hidden = true;
+    els.errorMessage.textContent = "";
+    if (els.retryForm) els.retryForm.hidden = true;
+    els.usage.hidden = true;
+    els.usage.textContent = "";
+    els.truncated.hidden = true;
+    els.spectators.hidden = true;
+    document.title = baseTitle;
+    rounds = Number(config.rounds) || 0;
+    currentRound = 0;
+    updateRoundCounter();
+    lastSeq = 0;
+    terminal = false;
+  }
+
+  if (replay) {
+    if (els.play) els.play.addEventListener("click", play);
+    if (els.pause) els.pause.addEventListener("click", pause);
+    if (els.speed) els.speed.addEventListener("change", changeSpeed);
+    if (els.restart) els.restart.addEventListener("click", restart);
+  }
 
   // ---- Start ----------------------------------------------------------------------------------
 
   updateRoundCounter();
   setState("connecting");
+  if (replay) setReplayState("playing");
   connect();
 })();

@@ -1,0 +1,333 @@
+"""The operators' admin: access, list pages, actions, and replay of finished battles."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import AsyncClient, Client
+from django.test.utils import CaptureQueriesContext
+
+from battles import services
+from battles.engine import run_battle
+from battles.events import RecordedEvent
+from battles.models import Battle, Event, Turn
+from tests.sse_client import parse
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def finished_battle(make_battle) -> Battle:
+    battle = make_battle(rounds=1)
+    services.battle_start(battle_id=battle.pk)
+    services.events_append(
+        battle_id=battle.pk,
+        events=[
+            RecordedEvent(1, "battle.started", {"battle_id": str(battle.pk)}, 0),
+            RecordedEvent(2, "turn.started", {"turn": 1, "round": 1, "role": "aggressor"}, 500),
+            RecordedEvent(3, "token", {"turn": 1, "role": "aggressor", "text": "Hi"}, 1000),
+            RecordedEvent(
+                4, "verdict", {"winner": "draw", "scores": None, "summary": "s", "fallback": True}, 1500
+            ),
+            RecordedEvent(5, "battle.completed", {"usage": {}, "cost_usd": None, "duration_ms": 2000}, 2000),
+        ],
+    )
+    services.battle_finish(
+        battle_id=battle.pk,
+        winner="draw",
+        aggressor_score=5,
+        defender_score=5,
+        summary="s",
+        verdict_fallback=True,
+        prompt_tokens=10,
+        completion_tokens=5,
+        cost_usd=None,
+    )
+    return Battle.objects.get(pk=battle.pk)
+
+
+@pytest.fixture
+def user_client() -> Client:
+    client = Client()
+    client.force_login(User.objects.create_user("visitor", password="pw"))
+    return client
+
+
+def admin_urls(battle: Battle) -> list[str]:
+    event = battle.events.first()
+    return [
+        "/admin/battles/battle/",
+        f"/admin/battles/battle/{battle.pk}/change/",
+        f"/admin/battles/battle/{battle.pk}/replay/",
+        "/admin/battles/document/",
+        f"/admin/battles/document/{battle.document_id}/change/",
+        "/admin/battles/event/",
+        f"/admin/battles/event/{event.pk}/change/",
+    ]
+
+
+def test_staff_see_every_admin_page(admin_client: Client, finished_battle: Battle) -> None:
+    for url in admin_urls(finished_battle):
+        assert admin_client.get(url).status_code == 200, url
+
+
+@pytest.mark.parametrize("who", ["anonymous", "not staff"])
+def test_everyone_else_is_sent_to_the_admin_login(
+    who: str, user_client: Client, finished_battle: Battle
+) -> None:
+    client = Client() if who == "anonymous" else user_client
+    for url in admin_urls(finished_battle):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith("/admin/login/?next="), url
+
+
+@pytest.mark.parametrize("who", ["anonymous", "not staff"])
+def test_the_replay_stream_refuses_everyone_else(
+    who: str, user_client: Client, finished_battle: Battle
+) -> None:
+    client = Client() if who == "anonymous" else user_client
+    response = client.get(f"/admin/battles/battle/{finished_battle.pk}/replay/events?speed=0")
+    assert response.status_code == 403
+
+
+def test_the_battle_list_shows_what_operators_need(admin_client: Client, finished_battle: Battle) -> None:
+    html = admin_client.get("/admin/battles/battle/").content.decode()
+    for expected in (
+        finished_battle.short_id,
+        "essay.md",
+        "Finished",
+        "Draw",
+        "5 : 5",
+        "arena/sparring",
+        "10 + 5",
+    ):
+        assert expected in html
+
+
+@pytest.mark.parametrize(
+    "url", ["/admin/battles/battle/", "/admin/battles/document/", "/admin/battles/event/"]
+)
+def test_list_pages_run_a_constant_number_of_queries(admin_client: Client, make_battle, url: str) -> None:
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(url).status_code == 200
+        return len(captured)
+
+    make_battle(rounds=1)
+    few = queries()
+    for _ in range(10):
+        battle = make_battle(rounds=2, aggressor="openai/other")
+        services.events_append(battle_id=battle.pk, events=[RecordedEvent(1, "battle.started", {}, 0)])
+    assert queries() == few
+
+
+def test_filters_and_search(admin_client: Client, make_battle, finished_battle: Battle) -> None:
+    other = make_battle(name="plan.txt", aggressor="openai/other")
+
+    def listed(query: str) -> set[str]:
+        html = admin_client.get("/admin/battles/battle/" + query).content.decode()
+        return {b.short_id for b in (finished_battle, other) if b.short_id in html}
+
+    assert listed("?status__exact=finished") == {finished_battle.short_id}
+    assert listed("?winner__exact=draw") == {finished_battle.short_id}
+    assert listed("?model=openai/other") == {other.short_id}
+    assert listed("?created_at__gte=2000-01-01+00%3A00%3A00%2B00%3A00") == {
+        finished_battle.short_id,
+        other.short_id,
+    }
+    assert listed("?created_at__lt=2000-01-01+00%3A00%3A00%2B00%3A00") == set()
+    assert listed("?q=plan") == {other.short_id}
+    assert listed(f"?q={other.short_id}") == {other.short_id}
+    assert listed(f"?q={other.pk}") == {other.short_id}
+
+
+def test_a_finished_battle_has_a_replay_button_and_a_running_one_does_not(
+    admin_client: Client, make_battle, finished_battle: Battle
+) -> None:
+    replay_url = f"/admin/battles/battle/{finished_battle.pk}/replay/"
+    assert (
+        replay_url in admin_client.get(f"/admin/battles/battle/{finished_battle.pk}/change/").content.decode()
+    )
+    running = make_battle()
+    services.battle_start(battle_id=running.pk)
+    page = admin_client.get(f"/admin/battles/battle/{running.pk}/change/").content.decode()
+    assert "/replay/" not in page
+    response = admin_client.get(f"/admin/battles/battle/{running.pk}/replay/")
+    assert response.status_code == 302 and response["Location"].endswith(f"/{running.pk}/change/")
+
+
+def test_the_replay_page_is_laid_out_like_the_arena(admin_client: Client, finished_battle: Battle) -> None:
+    html = admin_client.get(f"/admin/battles/battle/{finished_battle.pk}/replay/?speed=5").content.decode()
+    for element in (
+        'id="panel-aggressor"',
+        'id="verdict"',
+        'id="replay-play"',
+        'id="replay-pause"',
+        'id="replay-speed"',
+        'id="replay-restart"',
+    ):
+        assert element in html
+    assert 'id="retry-form"' not in html
+    assert f'"eventsUrl": "/admin/battles/battle/{finished_battle.pk}/replay/events"' in html
+
+
+def stream(client: AsyncClient, url: str, **headers: str):
+    async def read() -> tuple[list, float]:
+        started = time.monotonic()
+        response = await client.get(url, headers=headers)
+        assert response.status_code == 200
+        assert response["Content-Type"].startswith("text/event-stream")
+        body = b"".join([chunk async for chunk in response.streaming_content]).decode()
+        messages, _ = parse(body)
+        return [(int(m.id), m.event, m.json()) for m in messages], time.monotonic() - started
+
+    return read()
+
+
+def stored(battle: Battle) -> list[tuple]:
+    return [(e.seq, e.type, e.data) for e in Event.objects.filter(battle=battle).order_by("seq")]
+
+
+@pytest.fixture
+def staff_async_client(admin_user: User) -> AsyncClient:
+    client = AsyncClient()
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_replay_streams_the_stored_log_and_changes_nothing(make_battle, staff_async_client) -> None:
+    battle = await run_battle((await sync_to_async(make_battle)(rounds=1)).pk)
+    before = (
+        await Event.objects.filter(battle=battle).acount(),
+        await Turn.objects.filter(battle=battle).acount(),
+    )
+
+    replayed, _ = await stream(staff_async_client, f"/admin/battles/battle/{battle.pk}/replay/events?speed=0")
+    resumed, _ = await stream(
+        staff_async_client,
+        f"/admin/battles/battle/{battle.pk}/replay/events?speed=0",
+        **{"Last-Event-ID": "9"},
+    )
+
+    log = await sync_to_async(stored)(battle)
+    assert replayed == log
+    assert resumed == log[9:]
+    after = (
+        await Event.objects.filter(battle=battle).acount(),
+        await Turn.objects.filter(battle=battle).acount(),
+    )
+    assert after == before
+    reloaded = await Battle.objects.aget(pk=battle.pk)
+    assert (reloaded.status, reloaded.finished_at) == (battle.status, battle.finished_at)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("speed, low, high", [(4, 0.4, 1.5), (1, 1.8, 3.5), (0, 0, 0.4)])
+async def test_a_replay_lasts_the_original_duration_divided_by_the_speed(
+    finished_battle: Battle, staff_async_client: AsyncClient, speed: float, low: float, high: float
+) -> None:
+    # The stored offsets run from 0 to 2000 ms.
+    replayed, seconds = await stream(
+        staff_async_client, f"/admin/battles/battle/{finished_battle.pk}/replay/events?speed={speed}"
+    )
+    assert [seq for seq, _, _ in replayed] == [1, 2, 3, 4, 5]
+    assert low <= seconds <= high
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failed_battle_replays_up_to_its_failure(
+    make_battle, staff_async_client: AsyncClient, settings
+) -> None:
+    settings.ARENA_MAX_TOKENS_PER_TURN = 3
+    battle = await sync_to_async(make_battle)(rounds=1)
+    await sync_to_async(services.battle_start)(battle_id=battle.pk)
+    await sync_to_async(services.battle_mark_failed)(battle_id=battle.pk, reason="Stuck.")
+
+    replayed, _ = await stream(staff_async_client, f"/admin/battles/battle/{battle.pk}/replay/events?speed=0")
+
+    assert replayed == [(1, "battle.failed", {"error": "Stuck.", "retryable": True})]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "query, status",
+    [
+        ("?speed=100", 400),
+        ("?speed=0.1", 400),
+        ("?speed=abc", 400),
+        ("?speed=nan", 400),
+        ("?last_event_id=x", 400),
+    ],
+)
+async def test_bad_replay_requests(
+    finished_battle: Battle, staff_async_client: AsyncClient, query: str, status: int
+) -> None:
+    response = await staff_async_client.get(
+        f"/admin/battles/battle/{finished_battle.pk}/replay/events{query}"
+    )
+    assert response.status_code == status
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_replay_refuses_unknown_and_unfinished_battles(
+    make_battle, staff_async_client: AsyncClient
+) -> None:
+    missing = await staff_async_client.get(
+        "/admin/battles/battle/00000000-0000-0000-0000-000000000000/replay/events"
+    )
+    assert missing.status_code == 404
+    pending = await sync_to_async(make_battle)()
+    response = await staff_async_client.get(f"/admin/battles/battle/{pending.pk}/replay/events")
+    assert response.status_code == 409
+
+
+def action(client: Client, name: str, *battles: Battle):
+    return client.post(
+        "/admin/battles/battle/",
+        {"action": name, "_selected_action": [str(b.pk) for b in battles]},
+        follow=False,
+    )
+
+
+def test_export_actions(admin_client: Client, finished_battle: Battle, make_battle) -> None:
+    other = make_battle(name="plan.txt")
+    markdown = action(admin_client, "export_markdown", finished_battle, other)
+    assert markdown["Content-Disposition"] == 'attachment; filename="battles.md"'
+    assert markdown.content.decode().count("# Battle over ") == 2
+    exported = json.loads(action(admin_client, "export_json", finished_battle, other).content)
+    assert {b["battle"]["id"] for b in exported} == {str(finished_battle.pk), str(other.pk)}
+
+
+def test_rerun_creates_a_new_battle_on_the_same_document(
+    admin_client: Client, finished_battle: Battle
+) -> None:
+    action(admin_client, "rerun", finished_battle)
+    new = Battle.objects.exclude(pk=finished_battle.pk).get()
+    assert (new.document_id, new.status, new.rounds) == (finished_battle.document_id, "pending", 1)
+
+
+def test_mark_failed_ends_only_running_battles_and_closes_their_log(
+    admin_client: Client, make_battle, finished_battle: Battle
+) -> None:
+    stuck = make_battle()
+    services.battle_start(battle_id=stuck.pk)
+    services.events_append(battle_id=stuck.pk, events=[RecordedEvent(1, "battle.started", {}, 0)])
+    Turn.objects.create(
+        battle=stuck, index=1, round=1, role="aggressor", model="m", started_at=stuck.created_at
+    )
+
+    action(admin_client, "mark_failed", stuck, finished_battle)
+
+    stuck.refresh_from_db()
+    assert stuck.status == Battle.Status.FAILED and stuck.error.startswith("Marked failed by an operator")
+    assert [(s, t) for s, t, _ in stored(stuck)] == [(1, "battle.started"), (2, "battle.failed")]
+    assert Turn.objects.get(battle=stuck).status == Turn.Status.INTERRUPTED
+    assert Battle.objects.get(pk=finished_battle.pk).status == Battle.Status.FINISHED
+    assert len(stored(finished_battle)) == 5
