@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
+
+from arena.middleware import RequestBodyLimit
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+# Past this a body is refused outright; up to it, the upload view answers with its own form and reason.
+REQUEST_BODY_LIMIT = settings.ARENA_MAX_UPLOAD_BYTES + 1024 * 1024
+
+application = RequestBodyLimit(django_application, limit=REQUEST_BODY_LIMIT)

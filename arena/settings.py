@@ -25,7 +25,7 @@ DEBUG = env.bool("DEBUG", default=False)
 
 # SECRET_KEY from the environment; else the random per-checkout key that `make run` writes; else,
 # with DEBUG on only, a development key. Production refuses to start without a real one.
-_KEY_FILE = VAR_DIR / "secret-key"
+_KEY_FILE = Path(env.str("SECRET_KEY_FILE", default=str(VAR_DIR / "secret-key")))
 SECRET_KEY = env.str("SECRET_KEY", default="") or (
     _KEY_FILE.read_text().strip() if _KEY_FILE.exists() else ""
 )
@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 # No GZipMiddleware: it would buffer text/event-stream responses.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "arena.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -59,6 +60,26 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Served over HTTPS (behind a TLS-terminating proxy that sets X-Forwarded-Proto): secure cookies,
+# HSTS and a redirect to https. Off by default so `make run` works on plain http://127.0.0.1.
+ARENA_HTTPS = env.bool("ARENA_HTTPS", default=False)
+if ARENA_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+# Scripts, styles and connections from this origin only: no inline script can run, whatever text a
+# model or a document manages to get onto a page.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 
 ROOT_URLCONF = "arena.urls"
 ASGI_APPLICATION = "arena.asgi.application"
@@ -172,6 +193,20 @@ ARENA_SSE_RETRY_MS = env.int("ARENA_SSE_RETRY_MS", default=2000)
 ARENA_SSE_MAX_LAG_EVENTS = env.int("ARENA_SSE_MAX_LAG_EVENTS", default=5000)
 # How often a battle that runs in another process (e.g. `runbattle`) is read from the stored log.
 ARENA_TAIL_POLL_SECONDS = env.float("ARENA_TAIL_POLL_SECONDS", default=0.25)
+
+# Abuse limits. Client IPs come from the connection, or from X-Forwarded-For's first entry when
+# ARENA_TRUST_X_FORWARDED_FOR is on (only behind a proxy that sets it).
+ARENA_TRUST_X_FORWARDED_FOR = env.bool("ARENA_TRUST_X_FORWARDED_FOR", default=False)
+# Battles running at once; a new battle beyond this is refused with 429 until one ends.
+ARENA_MAX_RUNNING_BATTLES = env.int("ARENA_MAX_RUNNING_BATTLES", default=8)
+# Battles one client IP may create per hour.
+ARENA_BATTLES_PER_IP_PER_HOUR = env.int("ARENA_BATTLES_PER_IP_PER_HOUR", default=30)
+# Prompt plus completion tokens one battle may spend; it ends cleanly when they run out.
+ARENA_MAX_TOKENS_PER_BATTLE = env.int("ARENA_MAX_TOKENS_PER_BATTLE", default=200_000)
+# Open SSE streams per client IP, in this process.
+ARENA_MAX_STREAMS_PER_IP = env.int("ARENA_MAX_STREAMS_PER_IP", default=20)
+# The longest one SSE response stays open; the browser then reconnects and resumes.
+ARENA_MAX_STREAM_SECONDS = env.float("ARENA_MAX_STREAM_SECONDS", default=3600.0)
 
 # Django refuses bigger request bodies before our own check runs; leave room for the form fields.
 DATA_UPLOAD_MAX_MEMORY_SIZE = ARENA_MAX_UPLOAD_BYTES + 64 * 1024

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from asgiref.sync import sync_to_async
@@ -28,6 +30,7 @@ from battles import selectors, services, sse
 from battles.engine import BattleRun
 from battles.events import RecordedEvent
 from battles.exceptions import BattleStateError
+from battles.limits import StreamSlot
 from battles.models import Battle
 
 logger = logging.getLogger(__name__)
@@ -186,22 +189,31 @@ class Hub:
 hub = Hub()
 
 
-async def spectate(battle_id: str, *, after: int) -> AsyncIterator[bytes]:
-    """The SSE byte stream of one spectator: every event with seq > `after`, live or stored."""
-    yield sse.retry(settings.ARENA_SSE_RETRY_MS)
-    channel = await hub.join(battle_id)
-    if channel is None:
-        async for chunk in replay_stored(battle_id, after=after):
-            yield chunk
-        return
+async def spectate(battle_id: str, *, after: int, slot: StreamSlot | None = None) -> AsyncIterator[bytes]:
+    """The SSE byte stream of one spectator: every event with seq > `after`, live or stored.
+
+    It closes after ARENA_MAX_STREAM_SECONDS at the latest (the browser reconnects and resumes), and
+    frees the spectator's stream slot however it ends.
+    """
     try:
-        async for chunk in _follow(channel, after=after):
-            yield chunk
+        yield sse.retry(settings.ARENA_SSE_RETRY_MS)
+        channel = await hub.join(battle_id)
+        if channel is None:
+            async for chunk in replay_stored(battle_id, after=after):
+                yield chunk
+            return
+        deadline = time.monotonic() + settings.ARENA_MAX_STREAM_SECONDS
+        try:
+            async for chunk in _follow(channel, after=after, deadline=deadline):
+                yield chunk
+        finally:
+            hub.leave(channel)
     finally:
-        hub.leave(channel)
+        if slot:
+            slot.release()
 
 
-async def _follow(channel: Channel, *, after: int) -> AsyncIterator[bytes]:
+async def _follow(channel: Channel, *, after: int, deadline: float = math.inf) -> AsyncIterator[bytes]:
     position = after
     announced = -1
     caught_up = False
@@ -223,8 +235,13 @@ async def _follow(channel: Channel, *, after: int) -> AsyncIterator[bytes]:
             continue  # more may have come while the write was under way
         if channel.closed:
             return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return  # long enough: the browser reconnects with Last-Event-ID
         # No await between the checks above and taking the channel's next change: nothing is missed.
-        if not await channel.wait(settings.ARENA_SSE_HEARTBEAT_SECONDS):
+        if not await channel.wait(min(settings.ARENA_SSE_HEARTBEAT_SECONDS, left)) and left > (
+            settings.ARENA_SSE_HEARTBEAT_SECONDS
+        ):
             yield sse.PING
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -29,6 +30,14 @@ logger = logging.getLogger(__name__)
 Listener = Callable[[Sequence[RecordedEvent]], None]
 
 INTERNAL_ERROR = "The battle stopped because of an internal error."
+# A turn is not worth starting with fewer tokens than this left in the battle's budget.
+MIN_TURN_TOKENS = 32
+
+
+class BudgetExhausted(Exception):
+    """The battle's token budget (ARENA_MAX_TOKENS_PER_BATTLE) cannot pay for the next turn."""
+
+
 SHUTDOWN_ERROR = "The server stopped while the battle was running."
 
 
@@ -195,12 +204,20 @@ class BattleRun:
             durable=True,
         )
         index = 0
-        for round_number in range(1, battle.rounds + 1):
-            for role in ROLE_ORDER:
-                index += 1
-                await self._turn(index, round_number, role, documents[battle.model_for(role)])
-
-        verdict = parse_verdict(self.transcript[-1].content, self.round_scores)
+        try:
+            for round_number in range(1, battle.rounds + 1):
+                for role in ROLE_ORDER:
+                    index += 1
+                    await self._turn(index, round_number, role, documents[battle.model_for(role)])
+        except BudgetExhausted:
+            budget = settings.ARENA_MAX_TOKENS_PER_BATTLE
+            summary = (
+                f"The battle ran out of its token budget ({budget} tokens) after {len(self.transcript)} "
+                "turn(s); the verdict is derived from the round scores so far."
+            )
+            verdict = replace(parse_verdict("", self.round_scores), summary=summary)
+        else:
+            verdict = parse_verdict(self.transcript[-1].content, self.round_scores)
         await self.log.emit(events.VERDICT, verdict.as_event_data())
         duration_ms = int((time.monotonic() - self.started) * 1000)
         scores = verdict.scores
@@ -249,12 +266,6 @@ class BattleRun:
 
     async def _turn(self, index: int, round_number: int, role: Role, document: FramedDocument) -> None:
         endpoint = self.endpoints[role]
-        turn = await sync_to_async(services.turn_start)(
-            battle=self.battle, index=index, round_number=round_number, role=role
-        )
-        await self.log.emit(
-            events.TURN_STARTED, {"turn": index, "round": round_number, "role": role.value}, durable=True
-        )
         messages = await sync_to_async(build_messages, thread_sensitive=False)(
             role=role,
             round_number=round_number,
@@ -265,7 +276,14 @@ class BattleRun:
             max_tokens_per_turn=self.max_tokens,
             count_tokens=lambda text: llm.count_tokens(endpoint.model, text),
         )
-        stream = llm.ReplyStream(endpoint, messages, max_tokens=self.max_tokens)
+        max_tokens = await sync_to_async(self._affordable_tokens, thread_sensitive=False)(endpoint, messages)
+        turn = await sync_to_async(services.turn_start)(
+            battle=self.battle, index=index, round_number=round_number, role=role
+        )
+        await self.log.emit(
+            events.TURN_STARTED, {"turn": index, "round": round_number, "role": role.value}, durable=True
+        )
+        stream = llm.ReplyStream(endpoint, messages, max_tokens=max_tokens)
         content = ""
         try:
             async for delta in stream:
@@ -303,6 +321,14 @@ class BattleRun:
             ),
             durable=True,
         )
+
+    def _affordable_tokens(self, endpoint: llm.Endpoint, messages: list[dict[str, str]]) -> int:
+        """The answer's max_tokens within what is left of the battle's budget; raises BudgetExhausted."""
+        left = settings.ARENA_MAX_TOKENS_PER_BATTLE - self.prompt_tokens - self.completion_tokens
+        left -= llm.count_message_tokens(endpoint.model, messages)
+        if left < MIN_TURN_TOKENS:
+            raise BudgetExhausted
+        return min(self.max_tokens, left)
 
     async def _fail(self, error: str, *, retryable: bool) -> None:
         """End the battle as failed; everything already streamed stays in the log."""

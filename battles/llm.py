@@ -45,7 +45,7 @@ class SparringLLM(CustomLLM):
         max_tokens = optional_params.get("max_tokens")
         text = sparring.reply(messages)
         delay = settings.ARENA_SPARRING_DELAY_MS / 1000
-        prompt_tokens = litellm.token_counter(model=SPARRING_MODEL, messages=messages)
+        prompt_tokens = count_message_tokens(SPARRING_MODEL, messages)
         completion = ""
         async for piece in sparring.stream_words(text, delay_seconds=delay, max_tokens=max_tokens):
             completion += piece
@@ -119,6 +119,10 @@ class Usage:
 
 def count_tokens(model: str, text: str) -> int:
     return litellm.token_counter(model=model, text=text)
+
+
+def count_message_tokens(model: str, messages: list[dict[str, str]]) -> int:
+    return litellm.token_counter(model=model, messages=messages)
 
 
 def context_tokens(model: str) -> int:

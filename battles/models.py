@@ -79,6 +79,9 @@ class Battle(models.Model):
         max_digits=12, decimal_places=6, null=True, blank=True, help_text="Empty when unknown."
     )
     error = models.TextField(blank=True)
+    client_ip = models.GenericIPAddressField(
+        null=True, blank=True, help_text="Who created it, for the per-client limit; empty from the terminal."
+    )
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -43,7 +43,11 @@ def document_create(*, data: bytes, name: str) -> Document:
 
 
 def battle_create(
-    *, document: Document, rounds: int | None = None, models: dict[str, str] | None = None
+    *,
+    document: Document,
+    rounds: int | None = None,
+    models: dict[str, str] | None = None,
+    client_ip: str | None = None,
 ) -> Battle:
     """A pending battle. Models default to the configured ones, per role."""
     rounds = settings.ARENA_ROUNDS if rounds is None else rounds
@@ -51,30 +55,39 @@ def battle_create(
         raise BattleError(f"Rounds must be between {MIN_ROUNDS} and {MAX_ROUNDS}.")
     chosen = {**settings.ARENA_ROLE_MODELS, **{k: v for k, v in (models or {}).items() if v}}
     return Battle.objects.create(
-        document=document, rounds=rounds, **{f"{role}_model": chosen[role] for role in ROLE_ORDER}
+        document=document,
+        rounds=rounds,
+        client_ip=client_ip,
+        **{f"{role}_model": chosen[role] for role in ROLE_ORDER},
     )
 
 
 def battle_create_from_upload(
-    *, data: bytes, name: str, rounds: int | None = None, models: dict[str, str] | None = None
+    *,
+    data: bytes,
+    name: str,
+    rounds: int | None = None,
+    models: dict[str, str] | None = None,
+    client_ip: str | None = None,
 ) -> Battle:
     """Store an upload and a pending battle on it, both or neither. Raises DocumentRejected."""
     document = document_create(data=data, name=name)
     try:
         with transaction.atomic():
-            return battle_create(document=document, rounds=rounds, models=models)
+            return battle_create(document=document, rounds=rounds, models=models, client_ip=client_ip)
     except BaseException:
         document.file.delete(save=False)
         document.delete()
         raise
 
 
-def battle_retry(*, battle: Battle) -> Battle:
+def battle_retry(*, battle: Battle, client_ip: str | None = None) -> Battle:
     """A new pending battle on the same document, with the same rounds and models."""
     return battle_create(
         document=battle.document,
         rounds=battle.rounds,
         models={role: battle.model_for(role) for role in ROLE_ORDER},
+        client_ip=client_ip,
     )
 
 

@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from battles import broadcast, selectors, services
+from battles import broadcast, limits, selectors, services
 from battles.documents import DocumentRejected
 from battles.forms import BattleForm
 from battles.models import Battle
@@ -25,6 +25,11 @@ from battles.transcripts import render_markdown
 
 # Room for the multipart framing and the other form fields around the file.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def _too_many(response: HttpResponse, exc: limits.LimitExceeded) -> HttpResponse:
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def see_other(url: str) -> HttpResponse:
@@ -57,6 +62,13 @@ def create(request: HttpRequest) -> HttpResponse:
     if int(request.META.get("CONTENT_LENGTH") or 0) > limit + MULTIPART_OVERHEAD_BYTES:
         # Refuse before Django reads the body.
         return _home(request, BattleForm(), error=too_large, status=413)
+    if len(request.FILES.getlist("file")) > 1 or set(request.FILES) - {"file"}:
+        return _home(request, BattleForm(), error="Upload one file at a time.", status=400)
+    ip = limits.client_ip(request)
+    try:
+        limits.check_can_create_battle(ip=ip)
+    except limits.LimitExceeded as exc:
+        return _too_many(_home(request, BattleForm(), error=exc.message, status=429), exc)
     form = BattleForm(request.POST, request.FILES)
     if not form.is_valid():
         return _home(request, form, error="Please correct the form.", status=400)
@@ -69,6 +81,7 @@ def create(request: HttpRequest) -> HttpResponse:
             name=upload.name or "",
             rounds=form.cleaned_data["rounds"],
             models=form.models(),
+            client_ip=ip,
         )
     except DocumentRejected as exc:
         return _home(request, form, error=exc.reason, status=exc.status)
@@ -106,9 +119,13 @@ async def events(request: HttpRequest, battle_id: UUID) -> HttpResponse:
         return HttpResponseBadRequest("Last-Event-ID must be a whole number.")
     if not await Battle.objects.filter(pk=battle_id).aexists():
         raise Http404("No such battle.")
-    response = StreamingHttpResponse(
-        broadcast.spectate(str(battle_id), after=after), content_type="text/event-stream; charset=utf-8"
-    )
+    try:
+        slot = limits.stream_slots.acquire(limits.client_ip(request))
+    except limits.LimitExceeded as exc:
+        return _too_many(HttpResponse(exc.message, status=429, content_type="text/plain"), exc)
+    stream = broadcast.spectate(str(battle_id), after=after, slot=slot)
+    slot.bind(stream)
+    response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer this response
     return response
@@ -133,5 +150,10 @@ def transcript_md(request: HttpRequest, battle_id: UUID) -> HttpResponse:
 def retry(request: HttpRequest, battle_id: UUID) -> HttpResponse:
     """Start over on the same document: a new battle, the old one stays as it was."""
     battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
-    new = services.battle_retry(battle=battle)
+    ip = limits.client_ip(request)
+    try:
+        limits.check_can_create_battle(ip=ip)
+    except limits.LimitExceeded as exc:
+        return _too_many(_home(request, BattleForm(), error=exc.message, status=429), exc)
+    new = services.battle_retry(battle=battle, client_ip=ip)
     return see_other(reverse("battles:arena", args=[new.pk]))
