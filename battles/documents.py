@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import codecs
 import io
+import json
 import posixpath
 import re
+import resource
+import subprocess
+import sys
 import time
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 import charset_normalizer
 from pypdf import PasswordType, PdfReader
@@ -35,6 +40,11 @@ MAX_PDF_CHARS = 500_000
 # Wall-clock seconds of PDF parsing per upload, checked between pages, so a hostile or pathological PDF
 # cannot hold a worker for minutes. The first page is always read, and a single page can overrun it.
 PDF_TIME_BUDGET_SECONDS = 10
+# The parse runs in a child process that is killed past this, whatever pypdf is doing.
+PDF_HARD_TIMEOUT_SECONDS = 20
+# Address space the child process may use: a PDF bomb fails there instead of exhausting the server.
+PDF_MEMORY_LIMIT_BYTES = 1024 * 1024 * 1024
+_PDF_TOO_SLOW = "The PDF took too long to read; save it as plain text and upload that."
 
 # Shown when a display name sanitises down to nothing, so the UI always has something to call the file.
 FALLBACK_DISPLAY_NAME = "document.txt"
@@ -391,7 +401,50 @@ def _normalise(text: str) -> str:
 
 
 def _extract_pdf(data: bytes) -> str:
+    """Extract a PDF's text in a child process, killed past PDF_HARD_TIMEOUT_SECONDS.
+
+    pypdf is pure Python and a hostile PDF can make one page take minutes or gigabytes; only a separate
+    process can be stopped whatever it is doing. The child also caps its own memory.
+    """
+    limits = json.dumps([MAX_PDF_PAGES, MAX_PDF_CHARS, PDF_TIME_BUDGET_SECONDS])
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "battles.documents", limits],
+            input=data,
+            capture_output=True,
+            timeout=PDF_HARD_TIMEOUT_SECONDS,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise DocumentRejected(_PDF_TOO_SLOW) from exc
+    try:
+        reply = json.loads(result.stdout)
+    except ValueError:
+        reply = {}
+    if result.returncode != 0 or not isinstance(reply, dict) or not ("text" in reply or "error" in reply):
+        raise DocumentRejected("The PDF could not be read.")  # crashed, or ran out of memory
+    if "error" in reply:
+        raise DocumentRejected(str(reply["error"]))
+    return str(reply["text"])
+
+
+def _pdf_child() -> None:
+    """The child process: limits as JSON in argv, the PDF on stdin, {"text"} or {"error"} on stdout."""
+    max_pages, max_chars, time_budget = json.loads(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_AS, (PDF_MEMORY_LIMIT_BYTES, PDF_MEMORY_LIMIT_BYTES))
+    data = sys.stdin.buffer.read()
+    try:
+        reply = {
+            "text": _extract_pdf_text(data, max_pages=max_pages, max_chars=max_chars, time_budget=time_budget)
+        }
+    except DocumentRejected as exc:
+        reply = {"error": exc.reason}
+    sys.stdout.write(json.dumps(reply))
+
+
+def _extract_pdf_text(data: bytes, *, max_pages: int, max_chars: int, time_budget: float) -> str:
     """Extract a PDF's text within the page, character and time limits; never let a pypdf error escape."""
+    MAX_PDF_PAGES, MAX_PDF_CHARS, PDF_TIME_BUDGET_SECONDS = max_pages, max_chars, time_budget  # noqa: N806
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
@@ -418,9 +471,13 @@ def _extract_pdf(data: bytes) -> str:
     text = "\n\n".join(parts)[:MAX_PDF_CHARS]
     if not text.strip():
         if timed_out:
-            raise DocumentRejected("The PDF took too long to read; save it as plain text and upload that.")
+            raise DocumentRejected(_PDF_TOO_SLOW)
         raise DocumentRejected(
             "The PDF has no extractable text (it may be a scanned image); "
             "upload a PDF with selectable text or a plain-text file."
         )
     return text
+
+
+if __name__ == "__main__":
+    _pdf_child()

@@ -371,8 +371,16 @@ def test_any_pypdf_failure_becomes_a_rejection(monkeypatch: pytest.MonkeyPatch) 
         raise RecursionError("pathological page tree")
 
     monkeypatch.setattr(documents, "PdfReader", explode)
+    with pytest.raises(DocumentRejected) as info:
+        documents._extract_pdf_text(make_pdf(["Hello arena"]), max_pages=10, max_chars=100, time_budget=5)
+    assert (info.value.status, info.value.reason) == (400, "The PDF could not be read.")
+
+
+def test_a_pdf_that_takes_too_long_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parse runs in a child process; past the hard timeout it is killed, whatever it is doing."""
+    monkeypatch.setattr(documents, "PDF_HARD_TIMEOUT_SECONDS", 0.001)
     error = rejection(make_pdf(["Hello arena"]))
-    assert (error.status, error.reason) == (400, "The PDF could not be read.")
+    assert (error.status, error.reason) == (400, documents._PDF_TOO_SLOW)
 
 
 def test_password_protected_pdf_is_rejected() -> None:
