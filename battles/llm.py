@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ litellm.suppress_debug_info = True
 
 MISSING_KEY_MESSAGE = "No API key is configured for this model's provider (set its key, e.g. OPENAI_API_KEY)."
 TIMEOUT_MESSAGE = "The model stopped answering (timed out)."
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 SPARRING_MODEL = f"{sparring.PROVIDER}/{sparring.MODEL_NAME}"
 SPARRING_CONTEXT_TOKENS = 16384
 
@@ -232,7 +234,9 @@ class ReplyStream:
             self._provider_spoke = True
         if choice.finish_reason:
             self.finish_reason = choice.finish_reason
-        return delta.content or ""
+        # A provider may split an emoji's surrogate pair across chunks; a lone half has no UTF-8 form
+        # and could be neither stored nor sent, so it becomes U+FFFD.
+        return _LONE_SURROGATE.sub("\ufffd", delta.content or "")
 
 
 def provider_error(exc: BaseException) -> ProviderError:

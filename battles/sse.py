@@ -21,7 +21,17 @@ def retry(milliseconds: int) -> bytes:
 
 
 def encode_json(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    """Compact one-line JSON that always has a UTF-8 form.
+
+    A lone surrogate (a provider may send half an emoji) has none: such data is written with \\uXXXX
+    escapes instead, which parse back to exactly the same text.
+    """
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 def frame(event_type: str, data: Any, *, id: int | None = None) -> bytes:

@@ -21,8 +21,8 @@ _COLORS = {"aggressor": "31", "defender": "34", "moderator": "33", "ok": "32", "
 
 
 def clean(text: str) -> str:
-    """Text safe to print: no control characters except newline and tab."""
-    return _CONTROL.sub("", text)
+    """Text safe to print: no control characters except newline and tab, nothing unencodable."""
+    return _CONTROL.sub("", text).encode("utf-8", "replace").decode("utf-8")
 
 
 class TerminalPrinter:

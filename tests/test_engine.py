@@ -313,3 +313,21 @@ async def test_a_document_too_long_for_the_context_is_truncated_with_a_note(
     assert "[Truncated: the document is" in user_message
     assert "Sentence number 0 makes" in user_message
     assert "Sentence number 1999 makes" not in user_message
+
+
+async def test_half_an_emoji_from_a_provider_is_replaced_not_fatal(make_battle, provider) -> None:
+    from tests.openai_server import Script
+
+    provider.queue(
+        Script(text="I attack \ud83d here."),
+        Script(text="Fine."),
+        Script(text="SCORES: aggressor=1 defender=2"),
+    )
+    battle = await make_http_battle(make_battle)
+
+    finished, _, log = await run(battle)
+
+    assert finished.status == Battle.Status.FINISHED
+    assert_log_invariants(log, rounds=1)
+    first = next(e.data for e in log if e.type == events.TURN_COMPLETED)
+    assert first["content"] == "I attack \ufffd here."

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,9 +13,10 @@ from django.core.management.base import BaseCommand, CommandParser
 from battles import services
 from battles.documents import DocumentRejected
 from battles.engine import run_battle
-from battles.events import BATTLE_FAILED, RecordedEvent
+from battles.events import RecordedEvent
 from battles.exceptions import BattleError
 from battles.models import MAX_ROUNDS, MIN_ROUNDS, Battle
+from battles.sse import encode_json
 from battles.terminal import TerminalPrinter
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -75,8 +75,5 @@ class Command(BaseCommand):
 
     def _print_json(self, batch: Sequence[RecordedEvent]) -> None:
         for event in batch:
-            line = json.dumps({"id": event.seq, "event": event.type, "data": event.data}, ensure_ascii=False)
-            self.stdout.write(line)
-            if event.type == BATTLE_FAILED:
-                self.stdout.flush()
+            self.stdout.write(encode_json({"id": event.seq, "event": event.type, "data": event.data}))
         self.stdout.flush()
