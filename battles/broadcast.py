@@ -29,7 +29,7 @@ from django.conf import settings
 from battles import selectors, services, sse
 from battles.engine import BattleRun
 from battles.events import RecordedEvent
-from battles.exceptions import BattleStateError
+from battles.exceptions import ArenaFull, BattleStateError
 from battles.limits import StreamSlot
 from battles.models import Battle
 
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 SPECTATORS_EVENT = "spectators"
 # The spectator count is not worth waking every spectator for more than once a second.
 SPECTATOR_COUNT_INTERVAL_SECONDS = 1.0
+# How often a queued battle (the arena is full) checks for a free slot.
+QUEUE_POLL_SECONDS = 1.0
 # Events read per query when replaying a stored log.
 REPLAY_PAGE_SIZE = 1000
 
@@ -145,9 +147,16 @@ class Hub:
 
     async def _start_producer(self, channel: Channel) -> bool:
         status = await selectors.battle_status(battle_id=channel.battle_id)
-        if status == Battle.Status.PENDING:
+        while status == Battle.Status.PENDING:
             try:
-                battle = await sync_to_async(services.battle_start)(battle_id=channel.battle_id)
+                battle = await sync_to_async(services.battle_start)(
+                    battle_id=channel.battle_id, max_running=settings.ARENA_MAX_RUNNING_BATTLES
+                )
+            except ArenaFull:
+                # Queued: it starts when a running battle ends, as long as someone is waiting for it.
+                if channel.spectators <= 0:
+                    break
+                await asyncio.sleep(QUEUE_POLL_SECONDS)
             except BattleStateError:
                 status = await selectors.battle_status(battle_id=channel.battle_id)
             else:

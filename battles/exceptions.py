@@ -15,6 +15,10 @@ class BattleStateError(BattleError):
     """A transition was attempted from the wrong state (someone else got there first)."""
 
 
+class ArenaFull(BattleError):
+    """As many battles as ARENA_MAX_RUNNING_BATTLES already run: a new one has to wait."""
+
+
 class ProviderError(BattleError):
     """A model call failed. The message never carries provider bodies, keys or tracebacks."""
 

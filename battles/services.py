@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from battles.documents import extract_text, safe_display_name
 from battles.events import BATTLE_FAILED, RecordedEvent
-from battles.exceptions import BattleError, BattleStateError
+from battles.exceptions import ArenaFull, BattleError, BattleStateError
 from battles.models import MAX_ROUNDS, MIN_ROUNDS, ROLE_ORDER, Battle, Document, Event, Turn
 
 
@@ -91,12 +91,17 @@ def battle_retry(*, battle: Battle, client_ip: str | None = None) -> Battle:
     )
 
 
-def battle_start(*, battle_id: object) -> Battle:
-    """pending → running. Raises BattleStateError when the battle is not pending (already claimed)."""
-    now = timezone.now()
-    claimed = Battle.objects.filter(pk=battle_id, status=Battle.Status.PENDING).update(
-        status=Battle.Status.RUNNING, started_at=now
-    )
+def battle_start(*, battle_id: object, max_running: int | None = None) -> Battle:
+    """pending → running. Raises BattleStateError when the battle is not pending (already claimed),
+    and ArenaFull when `max_running` battles are already running (it stays pending)."""
+    with transaction.atomic():
+        if max_running is not None:
+            running = Battle.objects.filter(status=Battle.Status.RUNNING).count()
+            if running >= max_running:
+                raise ArenaFull(f"{running} battles are running; this one waits for a free slot.")
+        claimed = Battle.objects.filter(pk=battle_id, status=Battle.Status.PENDING).update(
+            status=Battle.Status.RUNNING, started_at=timezone.now()
+        )
     if not claimed:
         raise BattleStateError("This battle has already started.")
     return Battle.objects.select_related("document").get(pk=battle_id)

@@ -266,3 +266,27 @@ def test_no_start_up_without_a_secret_key_when_debug_is_off() -> None:
     result = manage("check", DEBUG="false")
     assert result.returncode != 0
     assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_pending_battle_waits_for_a_free_slot_before_it_starts(
+    make_battle, settings, monkeypatch
+) -> None:
+    from battles import broadcast
+    from tests.test_broadcast import collect, ids
+
+    settings.ARENA_MAX_RUNNING_BATTLES = 1
+    monkeypatch.setattr(broadcast, "QUEUE_POLL_SECONDS", 0.02)
+    running, queued = await sync_to_async(make_battle)(), await sync_to_async(make_battle)(rounds=1)
+    await sync_to_async(services.battle_start)(battle_id=running.pk)
+
+    watcher = asyncio.create_task(collect(broadcast.spectate(str(queued.pk), after=0)))
+    await asyncio.sleep(0.2)  # ten chances for the queue to start it wrongly
+    assert (await Battle.objects.aget(pk=queued.pk)).status == Battle.Status.PENDING
+    assert not watcher.done()
+
+    await sync_to_async(services.battle_mark_failed)(battle_id=running.pk, reason="Freed.")
+    messages = await asyncio.wait_for(watcher, timeout=30)
+
+    assert (await Battle.objects.aget(pk=queued.pk)).status == Battle.Status.FINISHED
+    assert ids(messages) == [e.seq async for e in Event.objects.filter(battle=queued).order_by("seq")]
