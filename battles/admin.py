@@ -18,7 +18,7 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from battles import replay, selectors, services
+from battles import replay, selectors, services, sse
 from battles.exceptions import BattleStateError
 from battles.models import ROLE_ORDER, Battle, Document, Event, Turn
 from battles.transcripts import render_markdown
@@ -267,13 +267,9 @@ async def replay_events(request: HttpRequest, battle_id: UUID) -> HttpResponse:
         return HttpResponse("Staff only.", status=403, content_type="text/plain")
     try:
         speed = replay.parse_speed(request.GET.get("speed"))
-        after = int(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or 0)
+        after = sse.last_event_id(request.headers.get("Last-Event-ID"), request.GET.get("last_event_id"))
     except ValueError as exc:
-        return HttpResponseBadRequest(
-            str(exc) if "speed" in str(exc) else "Last-Event-ID must be a whole number."
-        )
-    if after < 0:
-        return HttpResponseBadRequest("Last-Event-ID must be a whole number.")
+        return HttpResponseBadRequest(str(exc))
     status = await selectors.battle_status(battle_id=battle_id)
     if status is None:
         return HttpResponse("No such battle.", status=404, content_type="text/plain")

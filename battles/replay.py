@@ -27,7 +27,10 @@ def parse_speed(raw: str | None) -> float:
     """`speed` from the query string: 0, or MIN_SPEED to MAX_SPEED; 1 when absent. ValueError otherwise."""
     if raw is None or raw == "":
         return 1.0
-    speed = float(raw)
+    try:
+        speed = float(raw)
+    except ValueError:
+        raise ValueError("speed must be a number") from None
     if speed == 0:
         return 0.0
     if not math.isfinite(speed) or not MIN_SPEED <= speed <= MAX_SPEED:

@@ -15,6 +15,14 @@ from battles.events import RecordedEvent
 PING = b": ping\n\n"
 
 
+def last_event_id(header: str | None, query: str | None) -> int:
+    """Where a client resumes: the Last-Event-ID header, else ?last_event_id=, else 0 (the start)."""
+    raw = header or query or "0"
+    if not raw.isdigit():
+        raise ValueError("Last-Event-ID must be a whole number.")
+    return int(raw)
+
+
 def retry(milliseconds: int) -> bytes:
     """Tells EventSource how long to wait before reconnecting."""
     return f"retry: {int(milliseconds)}\n\n".encode()

@@ -14,10 +14,11 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from battles import broadcast, limits, selectors, services
+from battles import broadcast, limits, selectors, services, sse
 from battles.documents import DocumentRejected
 from battles.forms import BattleForm
 from battles.models import Battle
@@ -58,9 +59,10 @@ def _home(
 def create(request: HttpRequest) -> HttpResponse:
     """Validate the upload, store the document and a pending battle, send the browser to the arena."""
     limit = settings.ARENA_MAX_UPLOAD_BYTES
-    too_large = f"The file is too large; the limit is {limit // 1024 // 1024 or 1} MB."
-    if int(request.META.get("CONTENT_LENGTH") or 0) > limit + MULTIPART_OVERHEAD_BYTES:
-        # Refuse before Django reads the body.
+    too_large = f"The file is too large; the limit is {filesizeformat(limit)}."
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
+        # Refuse before parsing the body (arena.asgi refuses far larger ones before Django reads them).
         return _home(request, BattleForm(), error=too_large, status=413)
     if len(request.FILES.getlist("file")) > 1 or set(request.FILES) - {"file"}:
         return _home(request, BattleForm(), error="Upload one file at a time.", status=400)
@@ -110,13 +112,10 @@ def arena(request: HttpRequest, battle_id: UUID) -> HttpResponse:
 @require_GET
 async def events(request: HttpRequest, battle_id: UUID) -> HttpResponse:
     """The battle's SSE stream, from seq Last-Event-ID + 1 (or ?last_event_id=N + 1)."""
-    raw = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
     try:
-        after = int(raw)
-    except ValueError:
-        return HttpResponseBadRequest("Last-Event-ID must be a whole number.")
-    if after < 0:
-        return HttpResponseBadRequest("Last-Event-ID must be a whole number.")
+        after = sse.last_event_id(request.headers.get("Last-Event-ID"), request.GET.get("last_event_id"))
+    except ValueError as exc:
+        return HttpResponseBadRequest(str(exc))
     if not await Battle.objects.filter(pk=battle_id).aexists():
         raise Http404("No such battle.")
     try:
