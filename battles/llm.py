@@ -7,6 +7,7 @@ model and any real provider take the same code path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -169,6 +170,7 @@ class ReplyStream:
         text = ""
         loop = asyncio.get_running_loop()
         first_token_deadline = loop.time() + settings.ARENA_FIRST_TOKEN_TIMEOUT_SECONDS
+        stream = None
         try:
             stream = await asyncio.wait_for(self._open(), timeout=first_token_deadline - loop.time())
             iterator = stream.__aiter__()
@@ -191,6 +193,12 @@ class ReplyStream:
             raise ProviderError(TIMEOUT_MESSAGE, retryable=True) from exc
         except Exception as exc:
             raise provider_error(exc) from exc
+        finally:
+            # Release the provider's connection here and now, not whenever the garbage collector
+            # finalises an abandoned stream (possibly on another thread).
+            if stream is not None and hasattr(stream, "aclose"):
+                with contextlib.suppress(Exception):
+                    await stream.aclose()
         if self.finish_reason is None or not self._provider_spoke:
             raise ProviderError("The model's answer was cut off: its stream ended early.", retryable=True)
         if not self.usage.reported:
