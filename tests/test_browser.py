@@ -49,9 +49,18 @@ def page(browser: Browser) -> Iterator[Page]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # Console errors include Content-Security-Policy violations and missing files. Dropped connections
+    # (net::ERR_…) are left to the tests that cause them.
+    page.on(
+        "console",
+        lambda message: (
+            message.type == "error" and "net::ERR_" not in message.text and errors.append(message.text)
+        ),
+    )
+    page.on("response", lambda response: response.status == 404 and errors.append(f"404 {response.url}"))
     yield page
     context.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
+    assert errors == [], f"Errors on the page: {errors}"
 
 
 @pytest.fixture(scope="module")
