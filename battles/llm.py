@@ -202,9 +202,7 @@ class ReplyStream:
         if self.finish_reason is None or not self._provider_spoke:
             raise ProviderError("The model's answer was cut off: its stream ended early.", retryable=True)
         if not self.usage.reported:
-            self.usage.prompt_tokens = litellm.token_counter(
-                model=self.endpoint.model, messages=self.messages
-            )
+            self.usage.prompt_tokens = count_message_tokens(self.endpoint.model, self.messages)
             self.usage.completion_tokens = count_tokens(self.endpoint.model, text)
 
     async def _open(self) -> Any:
