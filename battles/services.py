@@ -7,7 +7,7 @@ error says so. These functions are synchronous; the engine calls them through `s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from django.conf import settings
@@ -169,7 +169,7 @@ def battle_finish(
         verdict_fallback=verdict_fallback,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        cost_usd=None if cost_usd is None else Decimal(str(round(cost_usd, 6))),
+        cost_usd=_money(cost_usd),
         finished_at=timezone.now(),
     )
     if not updated:
@@ -190,7 +190,7 @@ def battle_fail(
         error=error,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        cost_usd=None if cost_usd is None else Decimal(str(round(cost_usd, 6))),
+        cost_usd=_money(cost_usd),
         finished_at=timezone.now(),
     )
 
@@ -229,9 +229,16 @@ def battle_mark_failed(*, battle_id: object, reason: str) -> None:
         )
 
 
-def append_with(*, battle_id: object, events: Sequence[RecordedEvent], write: object = None) -> None:
-    """Append events and run `write` (a no-argument callable) in one transaction."""
+def append_with(
+    *, battle_id: object, events: Sequence[RecordedEvent], write: Callable[[], None] | None = None
+) -> None:
+    """Append events and run `write` in one transaction."""
     with transaction.atomic():
         events_append(battle_id=battle_id, events=events)
-        if callable(write):
+        if write is not None:
             write()
+
+
+def _money(cost_usd: float | None) -> Decimal | None:
+    """A cost as stored: six decimals, or None when unknown."""
+    return None if cost_usd is None else Decimal(str(round(cost_usd, 6)))
