@@ -172,15 +172,16 @@ class ReplyStream:
         first_token_deadline = loop.time() + settings.ARENA_FIRST_TOKEN_TIMEOUT_SECONDS
         stream = None
         try:
-            stream = await asyncio.wait_for(self._open(), timeout=first_token_deadline - loop.time())
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # arrives as the awaited step completes, and a handed-over battle would run on.
+            async with asyncio.timeout_at(first_token_deadline):
+                stream = await self._open()
             iterator = stream.__aiter__()
             while True:
-                if text:
-                    timeout = settings.ARENA_IDLE_TIMEOUT_SECONDS
-                else:
-                    timeout = max(first_token_deadline - loop.time(), 0)
+                deadline = loop.time() + settings.ARENA_IDLE_TIMEOUT_SECONDS if text else first_token_deadline
                 try:
-                    chunk = await asyncio.wait_for(iterator.__anext__(), timeout=timeout)
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await iterator.__anext__()
                 except StopAsyncIteration:
                     break
                 delta = self._read(chunk)
