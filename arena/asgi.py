@@ -16,4 +16,7 @@ django_application = get_asgi_application()
 # Past this a body is refused outright; up to it, the upload view answers with its own form and reason.
 REQUEST_BODY_LIMIT = settings.ARENA_MAX_UPLOAD_BYTES + 1024 * 1024
 
-application = RequestBodyLimit(django_application, limit=REQUEST_BODY_LIMIT)
+# Imported once Django is set up: the sweep and graceful shutdown start with the first connection.
+from battles.supervisor import Supervised  # noqa: E402
+
+application = RequestBodyLimit(Supervised(django_application), limit=REQUEST_BODY_LIMIT)

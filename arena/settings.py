@@ -194,6 +194,20 @@ ARENA_SSE_MAX_LAG_EVENTS = env.int("ARENA_SSE_MAX_LAG_EVENTS", default=5000)
 # How often a battle that runs in another process (e.g. `runbattle`) is read from the stored log.
 ARENA_TAIL_POLL_SECONDS = env.float("ARENA_TAIL_POLL_SECONDS", default=0.25)
 
+# Scale-out. `memory` fans events out within one process (battles run elsewhere are followed through
+# the stored log); `redis` relays every committed event through Redis Streams to every process.
+ARENA_BROADCAST = env.str("ARENA_BROADCAST", default="memory")
+if ARENA_BROADCAST not in ("memory", "redis"):
+    raise ImproperlyConfigured("ARENA_BROADCAST must be 'memory' or 'redis'.")
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# The process running a battle renews its lease on it every third of this; once it has run out (the
+# process died), another process takes the battle over and continues from its last completed turn.
+ARENA_LEASE_SECONDS = env.float("ARENA_LEASE_SECONDS", default=15.0)
+if ARENA_LEASE_SECONDS < 1:
+    raise ImproperlyConfigured("ARENA_LEASE_SECONDS must be at least 1.")
+# Where the arena is served, for the links that `manage.py runbattle` prints.
+ARENA_BASE_URL = env.str("ARENA_BASE_URL", default="http://127.0.0.1:8000")
+
 # Abuse limits. Client IPs come from the connection, or from X-Forwarded-For's first entry when
 # ARENA_TRUST_X_FORWARDED_FOR is on (only behind a proxy that sets it).
 ARENA_TRUST_X_FORWARDED_FOR = env.bool("ARENA_TRUST_X_FORWARDED_FOR", default=False)

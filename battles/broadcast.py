@@ -7,11 +7,17 @@ while live, and one that falls more than ARENA_SSE_MAX_LAG_EVENTS behind is disc
 reconnects with Last-Event-ID and catches up). A spectator drains everything new as one write.
 
 A channel is fed by one of two producers:
-- the engine, when this process claimed the pending battle (the first spectator starts it; the run
-  is a task of its own, so a disconnect never cancels it);
-- a tail of the stored log, polled every ARENA_TAIL_POLL_SECONDS, when the battle runs elsewhere
-  (another process, or `manage.py runbattle`), for as long as someone watches.
+- the engine, when this process runs the battle: it claimed the pending battle (the first spectator
+  starts it; the run is a task of its own, so a disconnect never cancels it), or took a running one
+  over from a process that stopped;
+- a follower (see `battles.brokers`) when the battle runs elsewhere (another process, or
+  `manage.py runbattle`), for as long as someone watches. While the battle is quiet it checks the
+  runner's lease, and takes the battle over once the lease has run out: spectators already watching
+  see it go on without doing anything.
 Battles that are over are not channels at all: their spectators read the stored log.
+
+`supervisor` adds the rest of a process's duties: a periodic sweep for battles nobody watches whose
+runner died, and the graceful shutdown (`Hub.drain`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from collections.abc import AsyncIterator, Sequence
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from battles import selectors, services, sse
+from battles import brokers, selectors, services, sse
 from battles.engine import BattleRun
 from battles.events import RecordedEvent
 from battles.exceptions import ArenaFull, BattleStateError
@@ -42,6 +48,11 @@ SPECTATOR_COUNT_INTERVAL_SECONDS = 1.0
 QUEUE_POLL_SECONDS = 1.0
 # Events read per query when replaying a stored log.
 REPLAY_PAGE_SIZE = 1000
+# A battle followed from elsewhere has its runner's lease checked at most this often.
+LEASE_CHECK_SECONDS = 1.0
+TAKEOVER_REASON = "The server running the battle stopped; another one continues it."
+# How long a graceful shutdown waits for its battles to be handed over.
+DRAIN_TIMEOUT_SECONDS = 10.0
 
 
 class Channel:
@@ -106,22 +117,23 @@ class Channel:
 
 
 class Hub:
-    """The live channels of this process, by battle id."""
+    """The live channels of this process, by battle id, and the battles it runs."""
 
     def __init__(self) -> None:
         self.channels: dict[str, Channel] = {}
+        self.runs: dict[str, BattleRun] = {}
+        self.draining = False  # shutting down: start nothing, hand everything over
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def join(self, battle_id: str) -> Channel | None:
-        """The battle's channel with one more spectator, or None when the battle is over.
+        """The battle's channel with one more spectator, or None when the battle is over (or this
+        process is shutting down: the stored log is all it serves then).
 
         The first spectator of a pending battle starts it here. Preconditions: the battle exists.
         """
-        channel = self.channels.get(battle_id)
-        if channel is None:
-            channel = self.channels[battle_id] = Channel(battle_id)
-            # A fresh context: the producer must not inherit the request's thread-sensitive context.
-            channel.ready = asyncio.create_task(self._activate(channel), context=contextvars.Context())
+        if self.draining:
+            return None
+        channel = self._channel(battle_id)
         channel.add_spectator()
         assert channel.ready is not None
         try:
@@ -136,6 +148,33 @@ class Hub:
 
     def leave(self, channel: Channel) -> None:
         channel.remove_spectator()
+
+    def adopt(self, battle_id: str) -> None:
+        """Take over a running battle whose runner died, if this process is not already on it."""
+        if not self.draining and battle_id not in self.channels:
+            self._channel(battle_id)
+
+    async def drain(self) -> None:
+        """Graceful shutdown: hand every battle run here over, then end every spectator's stream.
+
+        Browsers reconnect (to another process, behind a proxy) and resume from Last-Event-ID.
+        """
+        self.draining = True
+        for run in list(self.runs.values()):
+            run.hand_over()
+        running = [t for t in self._tasks if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=DRAIN_TIMEOUT_SECONDS)
+        for channel in list(self.channels.values()):
+            channel.close()
+
+    def _channel(self, battle_id: str) -> Channel:
+        channel = self.channels.get(battle_id)
+        if channel is None:
+            channel = self.channels[battle_id] = Channel(battle_id)
+            # A fresh context: the producer must not inherit the request's thread-sensitive context.
+            channel.ready = asyncio.create_task(self._activate(channel), context=contextvars.Context())
+        return channel
 
     async def _activate(self, channel: Channel) -> bool:
         """Start the producer of a new channel; False (and no channel) when the battle is over."""
@@ -160,13 +199,37 @@ class Hub:
             except BattleStateError:
                 status = await selectors.battle_status(battle_id=channel.battle_id)
             else:
-                self._run(channel, BattleRun(battle, listeners=[channel.publish]).run())
+                self._run(channel, self._run_battle(channel, BattleRun(battle, listeners=[channel.publish])))
                 return True
         if status == Battle.Status.RUNNING:
-            self._run(channel, self._tail(channel))
+            run = await self._take_over(channel)
+            self._run(channel, self._run_battle(channel, run) if run else self._follow_elsewhere(channel))
             return True
         self._drop(channel)
         return False
+
+    async def _take_over(self, channel: Channel) -> BattleRun | None:
+        """The run that continues the battle here, if its runner's lease has run out and this process
+        wins the claim; the channel is first brought up to where the log stands."""
+        if self.draining or not await selectors.lease_expired(battle_id=channel.battle_id):
+            return None
+        battle = await sync_to_async(services.battle_take_over)(
+            battle_id=channel.battle_id, reason=TAKEOVER_REASON
+        )
+        if battle is None:
+            return None
+        logger.info("Taking battle %s over from a process that stopped", channel.battle_id)
+        progress = await sync_to_async(selectors.battle_progress)(battle=battle)
+        while channel.last_seq < progress.last_seq:
+            channel.publish(await selectors.events_after(battle_id=channel.battle_id, after=channel.last_seq))
+        return BattleRun(battle, listeners=[channel.publish], progress=progress)
+
+    async def _run_battle(self, channel: Channel, run: BattleRun) -> None:
+        self.runs[channel.battle_id] = run
+        try:
+            await run.run()
+        finally:
+            del self.runs[channel.battle_id]
 
     def _run(self, channel: Channel, producer: object) -> None:
         task = asyncio.create_task(producer, name=f"battle-{channel.battle_id}")  # type: ignore[arg-type]
@@ -185,14 +248,25 @@ class Hub:
         if self.channels.get(channel.battle_id) is channel:
             del self.channels[channel.battle_id]
 
-    async def _tail(self, channel: Channel) -> None:
-        """Follow a battle that runs elsewhere through its stored log, while anyone watches."""
-        while not channel.closed and channel.spectators > 0:
-            batch = await selectors.events_after(battle_id=channel.battle_id, after=channel.last_seq)
-            if batch:
-                channel.publish(batch)
-            else:
-                await asyncio.sleep(settings.ARENA_TAIL_POLL_SECONDS)
+    async def _follow_elsewhere(self, channel: Channel) -> None:
+        """Follow a battle that runs elsewhere while anyone watches; continue it if its runner dies."""
+        follower = brokers.broker().follower(channel.battle_id)
+        checked = time.monotonic()
+        try:
+            while not channel.closed and channel.spectators > 0:
+                batch = await follower.next(after=channel.last_seq)
+                if batch:
+                    channel.publish(batch)
+                    continue
+                if time.monotonic() - checked < LEASE_CHECK_SECONDS:
+                    continue
+                checked = time.monotonic()
+                run = await self._take_over(channel)
+                if run is not None:
+                    await self._run_battle(channel, run)
+                    return
+        finally:
+            await follower.close()
 
 
 hub = Hub()

@@ -17,13 +17,15 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
-from battles import events, llm, services
+from battles import brokers, events, llm, selectors, services
 from battles.events import RecordedEvent
-from battles.exceptions import ProviderError
+from battles.exceptions import LeaseLost, ProviderError
 from battles.models import ROLE_ORDER, Battle, Role
 from battles.prompts import FramedDocument, TranscriptEntry, build_messages, document_budget, frame_document
-from battles.verdict import Scores, parse_round_scores, parse_verdict
+from battles.verdict import Scores, Verdict, parse_round_scores, parse_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -39,17 +41,31 @@ class BudgetExhausted(Exception):
 
 
 SHUTDOWN_ERROR = "The server stopped while the battle was running."
+HANDOVER_REASON = "The server running the battle shut down; another one continues it."
+# Why a run stops without ending its battle.
+HANDED_OVER = "handed over"
+LEASE_LOST = "lease lost"
 
 
 class EventLog:
     """Numbers, persists and publishes one battle's events. One EventLog per running battle."""
 
-    def __init__(self, battle_id: object, *, started: float, listeners: Sequence[Listener] = ()) -> None:
+    def __init__(
+        self,
+        battle_id: object,
+        *,
+        started: float,
+        listeners: Sequence[Listener] = (),
+        owner: str | None = None,
+        last_seq: int = 0,
+    ) -> None:
+        """`owner` fences every write with its lease; `last_seq` is where a taken-over log stands."""
         self.battle_id = battle_id
         self.started = started
         self.listeners = list(listeners)
-        self._seq = 0
-        self._committed = 0
+        self.owner = owner
+        self._seq = last_seq
+        self._committed = last_seq
         self._pending: list[RecordedEvent] = []
         self._writes: list[Callable[[], None]] = []
         self._changed = asyncio.Condition()
@@ -78,6 +94,10 @@ class EventLog:
             await self.flush()
         return event
 
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
     async def flush(self) -> None:
         """Wait until every event emitted so far is committed (and published)."""
         target = self._seq
@@ -87,8 +107,12 @@ class EventLog:
             raise self._error
 
     async def close(self) -> None:
+        """Commit what is pending and stop the writer. A write error was already logged and raised
+        to the emitter; it is not raised again here."""
         try:
             await self.flush()
+        except Exception:
+            pass
         finally:
             self._writer.cancel()
 
@@ -100,10 +124,13 @@ class EventLog:
                 self._pending, self._writes = [], []
             try:
                 await sync_to_async(services.append_with)(
-                    battle_id=self.battle_id, events=batch, write=_chain(writes)
+                    battle_id=self.battle_id, events=batch, write=_chain(writes), owner=self.owner
                 )
             except Exception as exc:
-                logger.exception("Could not write the event log of battle %s", self.battle_id)
+                if isinstance(exc, LeaseLost):
+                    logger.warning("Battle %s was taken over by another process", self.battle_id)
+                else:
+                    logger.exception("Could not write the event log of battle %s", self.battle_id)
                 async with self._changed:
                     self._error = exc
                     self._changed.notify_all()
@@ -136,20 +163,38 @@ async def run_battle(battle_id: object, *, listeners: Sequence[Listener] = ()) -
     """Claim a pending battle and run it to its end. Raises BattleStateError if it is not pending.
 
     Provider errors and internal errors do not raise: they end the battle with `battle.failed`.
-    Cancellation (server shutdown) also marks it failed, then propagates.
+    Cancellation (Ctrl-C, shutdown) also marks it failed, then propagates.
     """
     battle = await sync_to_async(services.battle_start)(battle_id=battle_id)
-    await BattleRun(battle, listeners=listeners).run()
+    try:
+        await BattleRun(battle, listeners=listeners).run()
+    finally:
+        await brokers.broker().close()
     return await Battle.objects.select_related("document").aget(pk=battle.pk)
 
 
 class BattleRun:
-    """The state of one battle while it runs."""
+    """The state of one battle while it runs.
 
-    def __init__(self, battle: Battle, *, listeners: Sequence[Listener] = ()) -> None:
+    The process running it holds its lease (renewed by every write and by a heartbeat). With
+    `progress`, the run continues a battle taken over from a process that stopped: from its last
+    completed turn, with seq and offsets where the log stands.
+    """
+
+    def __init__(
+        self,
+        battle: Battle,
+        *,
+        listeners: Sequence[Listener] = (),
+        progress: selectors.Progress | None = None,
+        owner: str = services.PROCESS_OWNER,
+    ) -> None:
         self.battle = battle
-        self.started = time.monotonic()
-        self.listeners = listeners
+        self.owner = owner
+        broker = brokers.broker()
+        self.listeners = [*listeners, lambda batch: broker.publish(str(battle.pk), batch)]
+        self.progress = progress or selectors.Progress(completed=[], last_seq=0, last_offset_ms=0)
+        self.started = time.monotonic() - self._elapsed_seconds()
         self.max_tokens = settings.ARENA_MAX_TOKENS_PER_TURN
         self.endpoints = {
             role: llm.Endpoint(
@@ -169,26 +214,135 @@ class BattleRun:
             if all(llm.cost_usd(e.model, llm.Usage()) is not None for e in self.endpoints.values())
             else None
         )
+        for turn in self.progress.completed:
+            self._record(
+                turn.round,
+                Role(turn.role),
+                turn.content,
+                llm.Usage(turn.prompt_tokens, turn.completion_tokens),
+            )
         self.log: EventLog
+        self.turn_under_way: int | None = None  # its index, between turn.started and turn.completed
+        self.content = ""  # what the turn under way has streamed so far
+        self._task: asyncio.Task[None] | None = None
+        self._stopping: str | None = None  # why this process stops running it: HANDED_OVER or LEASE_LOST
+
+    def _elapsed_seconds(self) -> float:
+        """How long the battle has been running (0 for a new one), for offsets that keep growing."""
+        if not self.progress.last_seq or not self.battle.started_at:
+            return 0.0
+        since_start = (timezone.now() - self.battle.started_at).total_seconds()
+        return max(since_start, self.progress.last_offset_ms / 1000)
 
     async def run(self) -> None:
-        self.log = EventLog(self.battle.pk, started=self.started, listeners=self.listeners)
+        self._task = asyncio.current_task()
+        self.log = EventLog(
+            self.battle.pk,
+            started=self.started,
+            listeners=self.listeners,
+            owner=self.owner,
+            last_seq=self.progress.last_seq,
+        )
+        heartbeat = asyncio.create_task(self._keep_lease(), name=f"lease-{self.battle.pk}")
         try:
             await self._run()
+        except LeaseLost:
+            logger.warning("Battle %s: another process took it over; this one stops", self.battle.pk)
         except ProviderError as exc:
             await self._fail(exc.message, retryable=exc.retryable)
         except asyncio.CancelledError:
-            await self._fail(SHUTDOWN_ERROR, retryable=True)
+            if self._stopping == HANDED_OVER:
+                await self._hand_over()
+            elif self._stopping != LEASE_LOST:
+                await self._fail(SHUTDOWN_ERROR, retryable=True)
             raise
         except Exception:
             logger.exception("Battle %s failed", self.battle.pk)
             await self._fail(INTERNAL_ERROR, retryable=True)
         finally:
+            heartbeat.cancel()
             await self.log.close()
+            await brokers.broker().flush()
+
+    def hand_over(self) -> None:
+        """Stop running this battle and give it up for another process (graceful shutdown).
+
+        The turn under way is closed by `turn.interrupted` and the lease released, so the battle goes
+        on elsewhere at once.
+        """
+        self._stop(HANDED_OVER)
+
+    def _stop(self, reason: str) -> None:
+        if self._task is not None and not self._task.done() and self._stopping is None:
+            self._stopping = reason
+            self._task.cancel()
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease while nothing is written (a slow model); stop if another process has it."""
+        while True:
+            await asyncio.sleep(settings.ARENA_LEASE_SECONDS / 3)  # the renewal period, not a sync
+            try:
+                await sync_to_async(services.lease_renew)(battle_id=self.battle.pk, owner=self.owner)
+            except LeaseLost:
+                logger.warning("Battle %s: lease lost to another process", self.battle.pk)
+                self._stop(LEASE_LOST)
+                return
+            except Exception:
+                # The database hiccuped; the lease has slack for two more tries.
+                logger.exception("Could not renew the lease of battle %s", self.battle.pk)
+
+    async def _hand_over(self) -> None:
+        battle_id, index, content = self.battle.pk, self.turn_under_way, self.content
+
+        def release() -> None:
+            if index is not None:
+                services.turn_interrupt(battle_id=battle_id, content=content)
+            services.lease_release(battle_id=battle_id, owner=self.owner)
+
+        try:
+            if index is None:
+                await self.log.flush()
+                await sync_to_async(release)()
+            else:
+                await self.log.emit(
+                    events.TURN_INTERRUPTED,
+                    {"turn": index, "reason": HANDOVER_REASON},
+                    write=release,
+                    durable=True,
+                )
+            logger.info("Battle %s handed over to another process", battle_id)
+        except Exception:
+            # Not released: another process takes it over once the lease runs out.
+            logger.exception("Could not hand battle %s over", battle_id)
 
     async def _run(self) -> None:
         battle = self.battle
         documents = await sync_to_async(self._frame_documents, thread_sensitive=False)()
+        if self.log.last_seq == 0:
+            await self._announce(documents)
+        done = len(self.transcript)
+        index = 0
+        try:
+            for round_number in range(1, battle.rounds + 1):
+                for role in ROLE_ORDER:
+                    index += 1
+                    if index > done:
+                        await self._turn(index, round_number, role, documents[battle.model_for(role)])
+        except BudgetExhausted:
+            budget = settings.ARENA_MAX_TOKENS_PER_BATTLE
+            summary = (
+                f"The battle ran out of its token budget ({budget} tokens) after {len(self.transcript)} "
+                "turn(s); the verdict is derived from the round scores so far."
+            )
+            verdict = replace(parse_verdict("", self.round_scores), summary=summary)
+        else:
+            verdict = parse_verdict(self.transcript[-1].content, self.round_scores)
+        # No await between the two: the verdict and battle.completed are committed together.
+        await self.log.emit(events.VERDICT, verdict.as_event_data())
+        await self._complete(verdict)
+
+    async def _announce(self, documents: dict[str, FramedDocument]) -> None:
+        battle = self.battle
         await self.log.emit(
             events.BATTLE_STARTED,
             {
@@ -203,22 +357,9 @@ class BattleRun:
             },
             durable=True,
         )
-        index = 0
-        try:
-            for round_number in range(1, battle.rounds + 1):
-                for role in ROLE_ORDER:
-                    index += 1
-                    await self._turn(index, round_number, role, documents[battle.model_for(role)])
-        except BudgetExhausted:
-            budget = settings.ARENA_MAX_TOKENS_PER_BATTLE
-            summary = (
-                f"The battle ran out of its token budget ({budget} tokens) after {len(self.transcript)} "
-                "turn(s); the verdict is derived from the round scores so far."
-            )
-            verdict = replace(parse_verdict("", self.round_scores), summary=summary)
-        else:
-            verdict = parse_verdict(self.transcript[-1].content, self.round_scores)
-        await self.log.emit(events.VERDICT, verdict.as_event_data())
+
+    async def _complete(self, verdict: Verdict) -> None:
+        battle = self.battle
         duration_ms = int((time.monotonic() - self.started) * 1000)
         scores = verdict.scores
 
@@ -277,32 +418,24 @@ class BattleRun:
             count_tokens=lambda text: llm.count_tokens(endpoint.model, text),
         )
         max_tokens = await sync_to_async(self._affordable_tokens, thread_sensitive=False)(endpoint, messages)
-        turn = await sync_to_async(services.turn_start)(
-            battle=self.battle, index=index, round_number=round_number, role=role
-        )
+        battle = self.battle
+        self.turn_under_way, self.content = index, ""
         await self.log.emit(
-            events.TURN_STARTED, {"turn": index, "round": round_number, "role": role.value}, durable=True
+            events.TURN_STARTED,
+            {"turn": index, "round": round_number, "role": role.value},
+            write=lambda: services.turn_start(
+                battle=battle, index=index, round_number=round_number, role=role
+            ),
+            durable=True,
         )
         stream = llm.ReplyStream(endpoint, messages, max_tokens=max_tokens)
-        content = ""
-        try:
-            async for delta in stream:
-                content += delta
-                await self.log.emit(events.TOKEN, {"turn": index, "role": role.value, "text": delta})
-        except BaseException:
-            await self.log.flush()
-            await sync_to_async(services.turn_interrupt)(turn=turn, content=content)
-            raise
-
-        usage = stream.usage
-        self.prompt_tokens += usage.prompt_tokens
-        self.completion_tokens += usage.completion_tokens
-        turn_cost = llm.cost_usd(endpoint.model, usage)
-        self.cost = None if self.cost is None or turn_cost is None else self.cost + turn_cost
-        scores = parse_round_scores(content) if role == Role.MODERATOR else None
-        if role == Role.MODERATOR:
-            self.round_scores.append(scores)
-        self.transcript.append(TranscriptEntry(round=round_number, role=role.value, content=content))
+        async for delta in stream:
+            self.content += delta
+            await self.log.emit(events.TOKEN, {"turn": index, "role": role.value, "text": delta})
+        content, usage = self.content, stream.usage
+        scores = self._record(round_number, role, content, usage)
+        # Over as soon as turn.completed is in the log (emit appends it before it can be cancelled).
+        self.turn_under_way = None
         await self.log.emit(
             events.TURN_COMPLETED,
             {
@@ -314,13 +447,27 @@ class BattleRun:
                 "scores": scores.as_dict() if scores else None,
             },
             write=lambda: services.turn_complete(
-                turn=turn,
+                battle_id=battle.pk,
+                index=index,
                 content=content,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
             ),
             durable=True,
         )
+
+    def _record(self, round_number: int, role: Role, content: str, usage: llm.Usage) -> Scores | None:
+        """Count a completed turn in the totals, the transcript and the round scores."""
+        model = self.battle.model_for(role)
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        turn_cost = llm.cost_usd(model, usage)
+        self.cost = None if self.cost is None or turn_cost is None else self.cost + turn_cost
+        scores = parse_round_scores(content) if role == Role.MODERATOR else None
+        if role == Role.MODERATOR:
+            self.round_scores.append(scores)
+        self.transcript.append(TranscriptEntry(round=round_number, role=role.value, content=content))
+        return scores
 
     def _affordable_tokens(self, endpoint: llm.Endpoint, messages: list[dict[str, str]]) -> int:
         """The answer's max_tokens within what is left of the battle's budget; raises BudgetExhausted."""
@@ -332,9 +479,10 @@ class BattleRun:
 
     async def _fail(self, error: str, *, retryable: bool) -> None:
         """End the battle as failed; everything already streamed stays in the log."""
-        battle_id = self.battle.pk
+        battle_id, content = self.battle.pk, self.content
 
         def fail() -> None:
+            services.turn_interrupt(battle_id=battle_id, content=content)
             services.battle_fail(
                 battle_id=battle_id,
                 error=error,
@@ -347,6 +495,15 @@ class BattleRun:
             await self.log.emit(
                 events.BATTLE_FAILED, {"error": error, "retryable": retryable}, write=fail, durable=True
             )
+        except LeaseLost:
+            logger.warning("Battle %s: not failed here, another process has taken it over", battle_id)
         except Exception:
             logger.exception("Could not record the failure of battle %s", battle_id)
-            await sync_to_async(fail)()
+            # Fenced like every write: a process that lost the lease must not touch the battle.
+            await sync_to_async(_fenced)(battle_id, self.owner, fail)
+
+
+def _fenced(battle_id: object, owner: str, write: Callable[[], None]) -> None:
+    with transaction.atomic():
+        services.lease_renew(battle_id=battle_id, owner=owner)
+        write()

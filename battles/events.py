@@ -4,6 +4,8 @@
     turn.started     {turn, round, role}
     token            {turn, role, text}          a delta; a turn's texts concatenate to its content
     turn.completed   {turn, round, role, content, usage: {prompt_tokens, completion_tokens}, scores}
+    turn.interrupted {turn, reason}              the turn was cut off (its process stopped) and
+                                                 starts again: drop its partial text
     verdict          {winner, scores: {aggressor, defender}, summary, fallback}
     battle.completed {usage: {prompt_tokens, completion_tokens}, cost_usd, duration_ms}
     battle.failed    {error, retryable}
@@ -22,11 +24,21 @@ BATTLE_STARTED = "battle.started"
 TURN_STARTED = "turn.started"
 TOKEN = "token"
 TURN_COMPLETED = "turn.completed"
+TURN_INTERRUPTED = "turn.interrupted"
 VERDICT = "verdict"
 BATTLE_COMPLETED = "battle.completed"
 BATTLE_FAILED = "battle.failed"
 
-TYPES = (BATTLE_STARTED, TURN_STARTED, TOKEN, TURN_COMPLETED, VERDICT, BATTLE_COMPLETED, BATTLE_FAILED)
+TYPES = (
+    BATTLE_STARTED,
+    TURN_STARTED,
+    TOKEN,
+    TURN_COMPLETED,
+    TURN_INTERRUPTED,
+    VERDICT,
+    BATTLE_COMPLETED,
+    BATTLE_FAILED,
+)
 # After one of these the battle's log never grows again.
 TERMINAL_TYPES = frozenset({BATTLE_COMPLETED, BATTLE_FAILED})
 

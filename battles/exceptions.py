@@ -15,6 +15,10 @@ class BattleStateError(BattleError):
     """A transition was attempted from the wrong state (someone else got there first)."""
 
 
+class LeaseLost(BattleError):
+    """This process no longer holds the battle's lease: another one took it over. Write nothing more."""
+
+
 class ArenaFull(BattleError):
     """As many battles as ARENA_MAX_RUNNING_BATTLES already run: a new one has to wait."""
 

@@ -83,6 +83,14 @@ class Battle(models.Model):
         null=True, blank=True, help_text="Who created it, for the per-client limit; empty from the terminal."
     )
 
+    # The process running the battle holds a lease on it and renews it while it works; once the lease
+    # has run out, any process may take the battle over (see `services.battle_take_over`).
+    lease_owner = models.CharField(max_length=120, blank=True, help_text="The process running it.")
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    takeovers = models.PositiveSmallIntegerField(
+        default=0, help_text="Times its runner stopped without handing it over (crashed, killed)."
+    )
+
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -117,7 +125,11 @@ class Battle(models.Model):
 
 
 class Turn(models.Model):
-    """One agent speaking once. `content` is complete once the turn is completed."""
+    """One agent speaking once. `content` is complete once the turn is completed.
+
+    A turn cut off by a crash or a handover is kept, interrupted, and starts again as a new row with
+    the same index: at most one row per index is not interrupted.
+    """
 
     class Status(models.TextChoices):
         RUNNING = "running", "Running"
@@ -139,7 +151,11 @@ class Turn(models.Model):
     class Meta:
         ordering = ["battle", "index"]
         constraints = [
-            models.UniqueConstraint(fields=["battle", "index"], name="turn_unique_index_per_battle"),
+            models.UniqueConstraint(
+                fields=["battle", "index"],
+                condition=~Q(status="interrupted"),
+                name="turn_unique_live_index_per_battle",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from battles.events import RecordedEvent
 from battles.models import Battle, Event, Turn
@@ -24,9 +26,56 @@ async def battle_status(*, battle_id: object) -> str | None:
     return await Battle.objects.filter(pk=battle_id).values_list("status", flat=True).afirst()
 
 
+def battles_to_take_over() -> list[str]:
+    """Running battles whose runner's lease has run out (it died or handed them over)."""
+    return [
+        str(pk)
+        for pk in Battle.objects.filter(status=Battle.Status.RUNNING)
+        .filter(Q(lease_expires_at__lt=timezone.now()) | Q(lease_expires_at__isnull=True))
+        .values_list("pk", flat=True)
+    ]
+
+
+async def lease_expired(*, battle_id: object) -> bool:
+    """Whether the battle is running and its runner's lease has run out."""
+    return await (
+        Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING)
+        .filter(Q(lease_expires_at__lt=timezone.now()) | Q(lease_expires_at__isnull=True))
+        .aexists()
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a running battle got: what a process taking it over continues from."""
+
+    completed: list[Turn]  # turns 1..n, in order
+    last_seq: int
+    last_offset_ms: int
+
+
+def battle_progress(*, battle: Battle) -> Progress:
+    """Precondition: the caller holds the battle's lease, so nothing is appended meanwhile."""
+    completed = list(Turn.objects.filter(battle=battle, status=Turn.Status.COMPLETED).order_by("index"))
+    last = Event.objects.filter(battle=battle).order_by("-seq").first()
+    return Progress(
+        completed=completed,
+        last_seq=last.seq if last else 0,
+        last_offset_ms=last.offset_ms if last else 0,
+    )
+
+
+def battle_turns(*, battle: Battle) -> list[Turn]:
+    """The battle's turns, one per index: a turn cut off and started again counts once, as its retry."""
+    latest: dict[int, Turn] = {}
+    for turn in Turn.objects.filter(battle=battle).order_by("index", "started_at", "pk"):
+        latest[turn.index] = turn
+    return list(latest.values())
+
+
 def battle_transcript(*, battle: Battle) -> dict[str, Any]:
     """The battle as plain data: what transcript.json serves and transcript.md renders."""
-    turns = Turn.objects.filter(battle=battle).order_by("index")
+    turns = battle_turns(battle=battle)
     scores = (
         {"aggressor": battle.aggressor_score, "defender": battle.defender_score}
         if battle.status == Battle.Status.FINISHED

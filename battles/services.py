@@ -7,19 +7,31 @@ error says so. These functions are synchronous; the engine calls them through `s
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
+import socket
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
-from django.db.models import Sum
+from django.db import connection, transaction
+from django.db.models import Case, F, Q, Sum, When
 from django.utils import timezone
 
 from battles.documents import extract_text, safe_display_name
-from battles.events import BATTLE_FAILED, RecordedEvent
-from battles.exceptions import ArenaFull, BattleError, BattleStateError
+from battles.events import BATTLE_FAILED, TURN_INTERRUPTED, RecordedEvent
+from battles.exceptions import ArenaFull, BattleError, BattleStateError, LeaseLost
 from battles.models import MAX_ROUNDS, MIN_ROUNDS, ROLE_ORDER, Battle, Document, Event, Turn
+
+# Who holds a lease: this process, told apart from a restarted one with the same pid.
+PROCESS_OWNER = f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+# A battle cut off this many times is not continued again: something in it keeps killing processes.
+MAX_TAKEOVERS = 3
+TOO_MANY_TAKEOVERS = "The battle was cut off {count} times by stopping servers; it is not continued again."
+# Any number that other applications are unlikely to use as a PostgreSQL advisory lock key.
+_START_LOCK_KEY = 0x42A77E
 
 
 def document_create(*, data: bytes, name: str) -> Document:
@@ -91,20 +103,108 @@ def battle_retry(*, battle: Battle, client_ip: str | None = None) -> Battle:
     )
 
 
-def battle_start(*, battle_id: object, max_running: int | None = None) -> Battle:
-    """pending → running. Raises BattleStateError when the battle is not pending (already claimed),
-    and ArenaFull when `max_running` battles are already running (it stays pending)."""
+def battle_start(*, battle_id: object, max_running: int | None = None, owner: str = PROCESS_OWNER) -> Battle:
+    """pending → running, with `owner` holding its lease. Raises BattleStateError when the battle is
+    not pending (already claimed: exactly one claim wins), and ArenaFull when `max_running` battles
+    are already running (it stays pending)."""
     with transaction.atomic():
         if max_running is not None:
+            _lock_battle_starts()
             running = Battle.objects.filter(status=Battle.Status.RUNNING).count()
             if running >= max_running:
                 raise ArenaFull(f"{running} battles are running; this one waits for a free slot.")
+        now = timezone.now()
         claimed = Battle.objects.filter(pk=battle_id, status=Battle.Status.PENDING).update(
-            status=Battle.Status.RUNNING, started_at=timezone.now()
+            status=Battle.Status.RUNNING, started_at=now, lease_owner=owner, lease_expires_at=_lease_end(now)
         )
     if not claimed:
         raise BattleStateError("This battle has already started.")
     return Battle.objects.select_related("document").get(pk=battle_id)
+
+
+def _lock_battle_starts() -> None:
+    """Serialise the count-then-claim of `battle_start` across processes, until the transaction ends.
+
+    SQLite already runs one write transaction at a time (IMMEDIATE); PostgreSQL needs a lock, or two
+    processes could both see a free slot.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_START_LOCK_KEY])
+
+
+def _lease_end(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.ARENA_LEASE_SECONDS)
+
+
+def lease_renew(*, battle_id: object, owner: str = PROCESS_OWNER) -> None:
+    """Extend `owner`'s lease on a running battle. Raises LeaseLost when it no longer holds it."""
+    renewed = Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING, lease_owner=owner).update(
+        lease_expires_at=_lease_end(timezone.now())
+    )
+    if not renewed:
+        raise LeaseLost("Another process has taken this battle over.")
+
+
+def lease_release(*, battle_id: object, owner: str = PROCESS_OWNER) -> None:
+    """Give a running battle up (graceful shutdown): any process may take it over at once."""
+    Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING, lease_owner=owner).update(
+        lease_owner="", lease_expires_at=timezone.now()
+    )
+
+
+def battle_take_over(*, battle_id: object, reason: str, owner: str = PROCESS_OWNER) -> Battle | None:
+    """Claim a running battle whose lease has run out, so that `owner` continues it.
+
+    In the same transaction the log is made consistent: the turn that was under way is marked
+    interrupted and closed by a `turn.interrupted` {turn, reason} event (it starts again). Returns the
+    battle, or None when there is nothing to take over: it is not running, its lease is still held
+    (someone else was quicker), or it was cut off too often and is failed here instead.
+    """
+    with transaction.atomic():
+        now = timezone.now()
+        claimed = (
+            Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING)
+            .filter(Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
+            .update(
+                lease_owner=owner,
+                lease_expires_at=_lease_end(now),
+                # A battle handed over on purpose (lease_release) was not cut off.
+                takeovers=Case(When(lease_owner="", then=F("takeovers")), default=F("takeovers") + 1),
+            )
+        )
+        if not claimed:
+            return None
+        battle = Battle.objects.select_related("document").get(pk=battle_id)
+        if battle.takeovers > MAX_TAKEOVERS:
+            _fail_with_event(battle, TOO_MANY_TAKEOVERS.format(count=battle.takeovers))
+            return None
+        interrupted = list(Turn.objects.filter(battle=battle, status=Turn.Status.RUNNING).order_by("index"))
+        events_append(
+            battle_id=battle.pk,
+            events=[
+                RecordedEvent(seq, TURN_INTERRUPTED, {"turn": turn.index, "reason": reason}, offset)
+                for (seq, offset), turn in zip(
+                    _next_positions(battle, len(interrupted)), interrupted, strict=True
+                )
+            ],
+        )
+        Turn.objects.filter(pk__in=[t.pk for t in interrupted]).update(
+            status=Turn.Status.INTERRUPTED, finished_at=now
+        )
+    return battle
+
+
+def _next_positions(battle: Battle, count: int) -> list[tuple[int, int]]:
+    """(seq, offset_ms) for `count` events appended now to the battle's log.
+
+    Precondition: inside a transaction that holds the battle's row (nobody else appends meanwhile).
+    """
+    last = Event.objects.filter(battle=battle).order_by("-seq").values_list("seq", "offset_ms").first()
+    last_seq, last_offset = last or (0, 0)
+    started = battle.started_at or timezone.now()
+    offset = max(int((timezone.now() - started).total_seconds() * 1000), last_offset)
+    return [(last_seq + i, offset) for i in range(1, count + 1)]
 
 
 def events_append(*, battle_id: object, events: Sequence[RecordedEvent]) -> None:
@@ -128,8 +228,10 @@ def turn_start(*, battle: Battle, index: int, round_number: int, role: str) -> T
     )
 
 
-def turn_complete(*, turn: Turn, content: str, prompt_tokens: int, completion_tokens: int) -> None:
-    updated = Turn.objects.filter(pk=turn.pk, status=Turn.Status.RUNNING).update(
+def turn_complete(
+    *, battle_id: object, index: int, content: str, prompt_tokens: int, completion_tokens: int
+) -> None:
+    updated = Turn.objects.filter(battle_id=battle_id, index=index, status=Turn.Status.RUNNING).update(
         status=Turn.Status.COMPLETED,
         content=content,
         prompt_tokens=prompt_tokens,
@@ -137,12 +239,12 @@ def turn_complete(*, turn: Turn, content: str, prompt_tokens: int, completion_to
         finished_at=timezone.now(),
     )
     if not updated:
-        raise BattleStateError(f"Turn {turn.index} is not running.")
+        raise BattleStateError(f"Turn {index} is not running.")
 
 
-def turn_interrupt(*, turn: Turn, content: str) -> None:
-    """Keep what was streamed before a failure; the turn is marked interrupted."""
-    Turn.objects.filter(pk=turn.pk, status=Turn.Status.RUNNING).update(
+def turn_interrupt(*, battle_id: object, content: str = "") -> None:
+    """Mark the turn under way interrupted, keeping what it had streamed (for operators)."""
+    Turn.objects.filter(battle_id=battle_id, status=Turn.Status.RUNNING).update(
         status=Turn.Status.INTERRUPTED, content=content, finished_at=timezone.now()
     )
 
@@ -162,6 +264,8 @@ def battle_finish(
     """running → finished, with the verdict and totals."""
     updated = Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING).update(
         status=Battle.Status.FINISHED,
+        lease_owner="",
+        lease_expires_at=None,
         winner=winner,
         aggressor_score=aggressor_score,
         defender_score=defender_score,
@@ -187,6 +291,8 @@ def battle_fail(
     """running → failed, keeping the reason and what was spent."""
     Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING).update(
         status=Battle.Status.FAILED,
+        lease_owner="",
+        lease_expires_at=None,
         error=error,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
@@ -204,36 +310,46 @@ def battle_mark_failed(*, battle_id: object, reason: str) -> None:
         battle = Battle.objects.select_for_update().get(pk=battle_id)
         if battle.status != Battle.Status.RUNNING:
             raise BattleStateError("Only a running battle can be marked failed.")
-        last = Event.objects.filter(battle=battle).order_by("-seq").first()
-        started = battle.started_at or timezone.now()
-        offset = max(int((timezone.now() - started).total_seconds() * 1000), last.offset_ms if last else 0)
-        events_append(
-            battle_id=battle.pk,
-            events=[
-                RecordedEvent(
-                    (last.seq if last else 0) + 1, BATTLE_FAILED, {"error": reason, "retryable": True}, offset
-                )
-            ],
-        )
-        Turn.objects.filter(battle=battle, status=Turn.Status.RUNNING).update(
-            status=Turn.Status.INTERRUPTED, finished_at=timezone.now()
-        )
-        spent = Turn.objects.filter(battle=battle).aggregate(
-            prompt=Sum("prompt_tokens", default=0), completion=Sum("completion_tokens", default=0)
-        )
-        battle_fail(
-            battle_id=battle.pk,
-            error=reason,
-            prompt_tokens=spent["prompt"],
-            completion_tokens=spent["completion"],
-        )
+        _fail_with_event(battle, reason)
+
+
+def _fail_with_event(battle: Battle, reason: str) -> None:
+    """Close the log with `battle.failed` and fail the battle, from outside its run.
+
+    Precondition: inside a transaction that holds the battle's row.
+    """
+    [(seq, offset)] = _next_positions(battle, 1)
+    events_append(
+        battle_id=battle.pk,
+        events=[RecordedEvent(seq, BATTLE_FAILED, {"error": reason, "retryable": True}, offset)],
+    )
+    turn_interrupt(battle_id=battle.pk)
+    spent = Turn.objects.filter(battle=battle).aggregate(
+        prompt=Sum("prompt_tokens", default=0), completion=Sum("completion_tokens", default=0)
+    )
+    battle_fail(
+        battle_id=battle.pk,
+        error=reason,
+        prompt_tokens=spent["prompt"],
+        completion_tokens=spent["completion"],
+    )
 
 
 def append_with(
-    *, battle_id: object, events: Sequence[RecordedEvent], write: Callable[[], None] | None = None
+    *,
+    battle_id: object,
+    events: Sequence[RecordedEvent],
+    write: Callable[[], None] | None = None,
+    owner: str | None = None,
 ) -> None:
-    """Append events and run `write` in one transaction."""
+    """Append events and run `write` in one transaction.
+
+    With `owner`, the write is fenced by the lease: it renews `owner`'s lease in the same transaction
+    and raises LeaseLost (writing nothing) when another process has taken the battle over.
+    """
     with transaction.atomic():
+        if owner is not None:
+            lease_renew(battle_id=battle_id, owner=owner)
         events_append(battle_id=battle_id, events=events)
         if write is not None:
             write()

@@ -329,6 +329,16 @@
       schedule(t.panel);
     },
 
+    "turn.interrupted"(data) {
+      // The turn was cut off (its server stopped) and starts again: its partial text goes.
+      const t = turns.get(Number(data.turn));
+      if (!t || t.completed) return;
+      dirtyTurns.delete(t);
+      t.article.remove();
+      turns.delete(t.turnNo);
+      stopSpeaking(t.role);
+    },
+
     verdict(data) {
       verdictShown = true;
       const winner = String(data.winner || "");

@@ -1,0 +1,96 @@
+"""A serving process's background duties, started with its first request (see `arena.asgi`).
+
+- The sweep: every few seconds, take over the running battles whose runner died (its lease ran out)
+  even when nobody here watches them, so no battle stays "running" forever.
+- Graceful shutdown: on SIGTERM the battles run here are handed over (another process continues them
+  at once) and every spectator's stream ends cleanly, so browsers reconnect elsewhere; then the
+  server's own SIGTERM handling (daphne stops its reactor) goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+from types import FrameType
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from battles import selectors
+from battles.broadcast import hub
+
+logger = logging.getLogger(__name__)
+
+_started: asyncio.AbstractEventLoop | None = None
+
+
+class Supervised:
+    """ASGI wrapper that starts the process's background duties with the first connection."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        start()
+        return await self.app(scope, receive, send)
+
+
+def sweep_interval_seconds() -> float:
+    """Half a lease: a dead runner's battle goes on within 1.5 leases of its last renewal."""
+    return settings.ARENA_LEASE_SECONDS / 2
+
+
+def start() -> None:
+    """Start the sweep and take over SIGTERM, once per event loop. Call from inside the loop."""
+    global _started
+    loop = asyncio.get_running_loop()
+    if _started is loop:
+        return
+    _started = loop
+    task = loop.create_task(_sweep_forever(), name="battle-sweep")
+    _install_sigterm(loop, task)
+
+
+async def sweep_once() -> list[str]:
+    """Adopt every running battle whose lease has run out; returns their ids."""
+    battle_ids = await sync_to_async(selectors.battles_to_take_over)()
+    for battle_id in battle_ids:
+        hub.adopt(battle_id)
+    return battle_ids
+
+
+async def _sweep_forever() -> None:
+    while not hub.draining:
+        try:
+            await sweep_once()
+        except Exception:
+            logger.exception("The sweep for abandoned battles failed; trying again")
+        await asyncio.sleep(sweep_interval_seconds())  # the sweep's period, not a synchronisation
+
+
+def _install_sigterm(loop: asyncio.AbstractEventLoop, sweep: asyncio.Task[None]) -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+
+    async def shut_down(frame: FrameType | None) -> None:
+        logger.info("SIGTERM: handing battles over and closing streams")
+        sweep.cancel()
+        try:
+            await hub.drain()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if callable(previous):
+                previous(signal.SIGTERM, frame)  # daphne: Twisted stops the reactor
+            else:
+                os.kill(os.getpid(), signal.SIGTERM)  # the default: exit
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if not hub.draining:
+            loop.call_soon_threadsafe(lambda: loop.create_task(shut_down(frame)))
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:
+        logger.info("Not in the main thread: no graceful shutdown on SIGTERM")
