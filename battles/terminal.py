@@ -39,10 +39,11 @@ class TerminalPrinter:
         else:
             self.out.write(text)
 
-    def header(self, battle: Battle) -> None:
+    def header(self, battle: Battle, *, url: str) -> None:
         self._write(
             f"Battle {battle.pk} on {clean(battle.document.original_name)} "
             f"({battle.rounds} round{'s' if battle.rounds != 1 else ''})\n"
+            f"Watch it live: {url}\n"
         )
 
     def print_events(self, batch: Sequence[RecordedEvent]) -> None:

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.urls import reverse
 
 from battles import services
 from battles.documents import DocumentRejected
@@ -20,6 +22,11 @@ from battles.sse import encode_json
 from battles.terminal import TerminalPrinter
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def arena_url(battle: Battle) -> str:
+    """Where the web arena shows this battle, live while it runs (ARENA_BASE_URL)."""
+    return settings.ARENA_BASE_URL.rstrip("/") + reverse("battles:arena", args=[battle.pk])
 
 
 class Command(BaseCommand):
@@ -37,13 +44,21 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         battle = self._create_battle(options)
+        url = arena_url(battle)
         if options["json"]:
+            # stdout stays one JSON object per line; the link goes to stderr.
+            self.stderr.write(f"Watch it live: {url}")
             listener = self._print_json
         else:
             printer = TerminalPrinter(self.stdout, color=self.stdout.isatty())
-            printer.header(battle)
+            printer.header(battle, url=url)
             listener = printer.print_events
-        battle = asyncio.run(run_battle(battle.pk, listeners=[listener]))
+        try:
+            battle = asyncio.run(run_battle(battle.pk, listeners=[listener]))
+        except asyncio.CancelledError:
+            # Only when this process lost the battle's lease (it stalled past ARENA_LEASE_SECONDS).
+            self.stderr.write(f"runbattle: another server took the battle over; follow it at {url}")
+            sys.exit(EXIT_FAILED)
         if not options["json"]:
             printer.footer(battle)
         sys.exit(EXIT_FINISHED if battle.status == Battle.Status.FINISHED else EXIT_FAILED)
