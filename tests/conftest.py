@@ -6,9 +6,12 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import asyncio  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
+from asgiref.sync import sync_to_async  # noqa: E402
+from django.db import connections  # noqa: E402
 
 from battles import services  # noqa: E402
 from battles.models import Battle, Document  # noqa: E402
@@ -50,3 +53,14 @@ def provider() -> Iterator[OpenAIServer]:
     """A fake OpenAI-compatible provider shared by a module's live server."""
     with OpenAIServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's test database, with the connection async tests opened closed at the end.
+
+    Async tests reach the database through sync_to_async, in asgiref's worker thread, whose connection
+    pytest-django never closes; on PostgreSQL it would stop the test database from being dropped.
+    """
+    yield
+    asyncio.run(sync_to_async(connections.close_all)())
