@@ -1,4 +1,5 @@
-"""Shared fixtures: documents and battles, the sparring model at full speed, a fake OpenAI server."""
+"""Shared fixtures: documents and battles, the sparring model at full speed, a fake OpenAI server,
+and the databases live servers use."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from django.db import connections  # noqa: E402
 
 from battles import services  # noqa: E402
 from battles.models import Battle, Document  # noqa: E402
+from tests import live  # noqa: E402
 from tests.openai_server import OpenAIServer  # noqa: E402
 
 ESSAY = """# Why every team should write tests
@@ -64,3 +66,19 @@ def django_db_setup(django_db_setup: None) -> Iterator[None]:
     """
     yield
     asyncio.run(sync_to_async(connections.close_all)())
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[live.LiveDatabase]:
+    """Migrated once per run, on the run's own engine; never served, only copied."""
+    template = live.migrated_database(tmp_path_factory.mktemp("databases"))
+    yield template
+    template.drop()
+
+
+@pytest.fixture(scope="module")
+def live_database(migrated_template: live.LiveDatabase) -> Iterator[live.LiveDatabase]:
+    """A migrated database of the module's own, for its live servers and `runbattle` processes."""
+    database = migrated_template.copy()
+    yield database
+    database.drop()

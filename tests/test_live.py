@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import ESSAY
-from tests.live import ROOT, LiveServer, migrated_database, provider_env
+from tests.live import ROOT, LiveDatabase, LiveServer, provider_env
 from tests.openai_server import OpenAIServer, Script
 from tests.sse_client import Message, Parser
 
@@ -23,11 +23,12 @@ STREAM_TIMEOUT = httpx.Timeout(60.0)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, provider: OpenAIServer) -> Iterator[LiveServer]:
-    folder = tmp_path_factory.mktemp("live")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase, provider: OpenAIServer
+) -> Iterator[LiveServer]:
     with LiveServer(
-        folder,
-        migrated_database(folder),
+        tmp_path_factory.mktemp("live"),
+        live_database,
         ARENA_SPARRING_DELAY_MS="2",
         ARENA_SSE_HEARTBEAT_SECONDS="0.3",
         **provider_env(provider.api_base),
