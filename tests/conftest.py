@@ -1,5 +1,5 @@
 """Shared fixtures: documents and battles, the sparring model at full speed, a fake OpenAI server,
-and the databases live servers use."""
+databases for live servers, and real PostgreSQL and Redis for the tests marked `postgres`/`redis`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from battles import services  # noqa: E402
 from battles.models import Battle, Document  # noqa: E402
 from tests import live  # noqa: E402
 from tests.openai_server import OpenAIServer  # noqa: E402
+from tests.services import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, POSTGRES, REDIS, require  # noqa: E402
 
 ESSAY = """# Why every team should write tests
 
@@ -82,3 +83,15 @@ def live_database(migrated_template: live.LiveDatabase) -> Iterator[live.LiveDat
     database = migrated_template.copy()
     yield database
     database.drop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL server on which tests may create (and must drop) databases of their own."""
+    return require(POSTGRES, os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database other runs share: use keys and channels under a unique prefix; never flush it."""
+    return require(REDIS, os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL))
