@@ -210,3 +210,22 @@ def test_a_battle_run_from_the_terminal_can_be_watched_live(server: LiveServer, 
     assert process.wait(timeout=120) == 0
     assert logged(messages) == server.stored_log(battle_id)
     assert logged(messages)[-1][1] == "battle.completed"
+
+
+async def test_two_servers_on_one_database_serve_the_same_battle(
+    tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase
+) -> None:
+    with (
+        LiveServer(tmp_path_factory.mktemp("first"), live_database, ARENA_SPARRING_DELAY_MS="5") as first,
+        LiveServer(tmp_path_factory.mktemp("second"), live_database) as second,
+    ):
+        battle_id = first.create_battle(ESSAY, rounds=1)
+        started, _, _ = await spectate(first, battle_id, stop_after=3)  # it runs in the first server
+        followed, _, _ = await spectate(second, battle_id)  # the second follows it through the log
+
+        assert logged(started)[0][1] == "battle.started"
+        assert logged(followed) == live_database.stored_log(battle_id)
+        assert logged(followed)[-1][1] == "battle.completed"
+        assert first.terminate(timeout=10) == 0  # SIGTERM: daphne shuts down cleanly
+        second.kill()
+        assert second.process is not None and second.process.returncode == -9
