@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# PostgreSQL for the second pass of `make test` and for the tests marked `postgres`. The suite
+# creates its databases there (test_arena_<pid>, test_arena_<pid>_live…) and drops them at the end.
+export TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: setup migrate run test lint format clean
+.PHONY: setup migrate run test test-postgres lint format clean
 
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +31,22 @@ migrate: setup var/secret-key
 run: migrate
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) arena.asgi:application
 
+# Lint, the whole suite on SQLite, then the whole suite again on PostgreSQL.
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
+	@$(MAKE) --no-print-directory test-postgres
+
+# The whole suite on PostgreSQL when it is reachable; skipped (and said so) when not, except in CI.
+test-postgres: setup
+	@if $(PY) -m tests.services postgres "$$TEST_POSTGRES_URL"; then \
+		echo "Running the suite again on PostgreSQL (DATABASE_URL=\$$TEST_POSTGRES_URL)"; \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(VENV)/bin/pytest; \
+	elif [ -n "$$CI" ]; then \
+		echo "CI is set: the PostgreSQL pass is required"; exit 1; \
+	else \
+		echo "Skipping the PostgreSQL pass."; \
+	fi
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,5 @@
-"""Shared fixtures: documents and battles, the sparring model at full speed, a fake OpenAI server."""
+"""Shared fixtures: documents and battles, the sparring model at full speed, a fake OpenAI server,
+databases for live servers, and real PostgreSQL and Redis for the tests marked `postgres`/`redis`."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import asyncio  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
+from asgiref.sync import sync_to_async  # noqa: E402
+from django.db import connections  # noqa: E402
 
 from battles import services  # noqa: E402
 from battles.models import Battle, Document  # noqa: E402
+from tests import live  # noqa: E402
 from tests.openai_server import OpenAIServer  # noqa: E402
+from tests.services import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, POSTGRES, REDIS, require  # noqa: E402
 
 ESSAY = """# Why every team should write tests
 
@@ -50,3 +56,42 @@ def provider() -> Iterator[OpenAIServer]:
     """A fake OpenAI-compatible provider shared by a module's live server."""
     with OpenAIServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's test database, with the connection async tests opened closed at the end.
+
+    Async tests reach the database through sync_to_async, in asgiref's worker thread, whose connection
+    pytest-django never closes; on PostgreSQL it would stop the test database from being dropped.
+    """
+    yield
+    asyncio.run(sync_to_async(connections.close_all)())
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[live.LiveDatabase]:
+    """Migrated once per run, on the run's own engine; never served, only copied."""
+    template = live.migrated_database(tmp_path_factory.mktemp("databases"))
+    yield template
+    template.drop()
+
+
+@pytest.fixture(scope="module")
+def live_database(migrated_template: live.LiveDatabase) -> Iterator[live.LiveDatabase]:
+    """A migrated database of the module's own, for its live servers and `runbattle` processes."""
+    database = migrated_template.copy()
+    yield database
+    database.drop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL server on which tests may create (and must drop) databases of their own."""
+    return require(POSTGRES, os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database other runs share: use keys and channels under a unique prefix; never flush it."""
+    return require(REDIS, os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL))

@@ -1,37 +1,42 @@
-"""A real daphne process serving the arena on 127.0.0.1, for end-to-end tests."""
+"""Real daphne processes serving the arena on 127.0.0.1, and the databases they serve, for end-to-end tests.
+
+Live servers use the test run's own engine: SQLite by default, PostgreSQL when the run's DATABASE_URL
+is a PostgreSQL one. A migrated database is made once per run and copied for each test module.
+"""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
-import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import environ
 import httpx
+import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_SECONDS = 60
+POSTGRESQL_ENGINE = "django.db.backends.postgresql"
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def migrated_database(folder: Path) -> Path:
-    """A migrated SQLite file (made once per folder; copy it for each server)."""
-    path = folder / "template.sqlite3"
-    if not path.exists():
-        env = {**base_env(), "DATABASE_URL": f"sqlite:///{path}"}
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    return path
 
 
 def base_env() -> dict[str, str]:
@@ -52,17 +57,148 @@ def provider_env(api_base: str) -> dict[str, str]:
     }
 
 
-class LiveServer:
-    """daphne on a free port with its own database and media folder. Always call stop()."""
+def libpq_url(url: str) -> str:
+    """libpq reads postgres:// and postgresql:// URLs only; django-environ also takes pgsql:// etc."""
+    return urlsplit(url)._replace(scheme="postgresql").geturl()
 
-    def __init__(self, folder: Path, template: Path, **env: str) -> None:
+
+def migrate(database_url: str) -> None:
+    env = {**base_env(), "DATABASE_URL": database_url}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+
+
+def migrated_database(folder: Path) -> LiveDatabase:
+    """A new migrated database on the engine of this test run (see the module docstring).
+
+    Make it once per run and `copy()` it per test module: a copy is much faster than migrating.
+    SQLite files go in `folder`; PostgreSQL databases are named after this process, so two runs at
+    once never meet.
+    """
+    run_url = os.environ.get("DATABASE_URL", "")
+    if run_url and environ.Env.db_url_config(run_url)["ENGINE"] == POSTGRESQL_ENGINE:
+        database = PostgresDatabase.create(run_url, f"test_arena_{os.getpid()}_live")
+    else:
+        database = SQLiteDatabase(folder / "template.sqlite3")
+    migrate(database.url)
+    return database
+
+
+class LiveDatabase:
+    """A database that live servers and `runbattle` processes use, and that tests read directly.
+
+    It outlives the servers that use it (several may share one); whoever made it drops it.
+    """
+
+    url: str  # the DATABASE_URL of the processes that use it
+
+    def copy(self) -> LiveDatabase:
+        """A new database with the same content (the source must not be in use)."""
+        raise NotImplementedError
+
+    def drop(self) -> None:
+        raise NotImplementedError
+
+    def fetch(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one query. Placeholders are `%s` on both engines; UUIDs are bound as Django
+        stores them."""
+        raise NotImplementedError
+
+    def stored_log(self, battle_id: str) -> list[tuple[int, str, Any]]:
+        """A battle's event log as (seq, type, data)."""
+        rows = self.fetch(
+            "SELECT seq, type, CAST(data AS TEXT) FROM battles_event WHERE battle_id = %s ORDER BY seq",
+            [uuid.UUID(battle_id)],
+        )
+        return [(seq, type_, json.loads(data)) for seq, type_, data in rows]
+
+    def battle_status(self, battle_id: str) -> str | None:
+        rows = self.fetch("SELECT status FROM battles_battle WHERE id = %s", [uuid.UUID(battle_id)])
+        return rows[0][0] if rows else None
+
+
+class SQLiteDatabase(LiveDatabase):
+    """A SQLite file; copies are made next to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self._copies = itertools.count(1)
+
+    def copy(self) -> SQLiteDatabase:
+        path = self.path.with_name(f"{self.path.stem}-{next(self._copies)}.sqlite3")
+        # SQLite's backup, not a file copy: it includes what is still in the write-ahead log.
+        with closing(sqlite3.connect(self.path)) as source, closing(sqlite3.connect(path)) as target:
+            source.backup(target)
+        return SQLiteDatabase(path)
+
+    def drop(self) -> None:
+        for suffix in ("", "-wal", "-shm"):  # WAL mode leaves two companion files
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def fetch(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        values = [p.hex if isinstance(p, uuid.UUID) else p for p in params]  # Django stores 32 hex digits
+        with closing(sqlite3.connect(self.path)) as db:
+            return db.execute(query.replace("%s", "?"), values).fetchall()
+
+
+class PostgresDatabase(LiveDatabase):
+    """A database on a PostgreSQL server; copies are made with `CREATE DATABASE … TEMPLATE`."""
+
+    def __init__(self, server_url: str, name: str) -> None:
+        self.server_url = server_url
+        self.name = name
+        self.url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
+        self._copies = itertools.count(1)
+
+    @classmethod
+    def create(cls, server_url: str, name: str, *, template: str | None = None) -> PostgresDatabase:
+        """A new empty database (or a copy of `template`) on the server `server_url` points at."""
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        with _maintenance_connection(server_url) as connection:
+            connection.execute(statement)
+        return cls(server_url, name)
+
+    def copy(self) -> PostgresDatabase:
+        return PostgresDatabase.create(
+            self.server_url, f"{self.name}_{next(self._copies)}", template=self.name
+        )
+
+    def drop(self) -> None:
+        """Drop it, even while a killed server's connections linger."""
+        with _maintenance_connection(self.server_url) as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
+            )
+
+    def fetch(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with psycopg.connect(libpq_url(self.url), autocommit=True) as connection:
+            return connection.execute(query, params).fetchall()
+
+
+def _maintenance_connection(server_url: str) -> psycopg.Connection[Any]:
+    """A connection to the server's `postgres` database: CREATE and DROP DATABASE run outside any
+    transaction, and never from inside the database they create or drop."""
+    url = urlsplit(libpq_url(server_url))._replace(path="/postgres").geturl()
+    return psycopg.connect(url, autocommit=True)
+
+
+class LiveServer:
+    """daphne on a free port, serving `database`, with its log and media in `folder`. Always call stop().
+
+    Several servers may serve one database (pass the same one); each needs its own folder. Extra
+    keyword arguments are environment variables for this server (settings, e.g. MEDIA_ROOT to share
+    uploads between servers).
+    """
+
+    def __init__(self, folder: Path, database: LiveDatabase, **env: str) -> None:
         self.folder = folder
+        self.database = database
         self.port = free_port()
-        self.database = folder / "arena.sqlite3"
-        shutil.copy(template, self.database)
         self.env = {
             **base_env(),
-            "DATABASE_URL": f"sqlite:///{self.database}",
+            "DATABASE_URL": database.url,
             "MEDIA_ROOT": str(folder / "media"),
             **env,
         }
@@ -74,7 +210,7 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LiveServer:
-        with self.log.open("wb") as log:
+        with self.log.open("ab") as log:  # appends: a server started again after kill() keeps its history
             self.process = subprocess.Popen(
                 [
                     sys.executable,
@@ -104,13 +240,24 @@ class LiveServer:
         raise RuntimeError(f"daphne did not start: {self.log.read_text()}")
 
     def stop(self) -> None:
+        """Terminate it if it runs (kill it when it does not exit in time). Safe to call twice."""
         if self.process and self.process.poll() is None:
-            self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.terminate(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.kill()
+
+    def terminate(self, timeout: float = 10) -> int:
+        """SIGTERM, then wait for it to exit (TimeoutExpired past `timeout`); its exit code."""
+        assert self.process is not None, "the server was never started"
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing in the server gets to clean up. Then wait for it."""
+        assert self.process is not None, "the server was never started"
+        self.process.kill()
+        self.process.wait()
 
     def __enter__(self) -> LiveServer:
         return self.start()
@@ -152,18 +299,7 @@ class LiveServer:
         return username, password
 
     def stored_log(self, battle_id: str) -> list[tuple[int, str, Any]]:
-        import json
-
-        with sqlite3.connect(self.database) as db:
-            rows = db.execute(
-                "SELECT seq, type, data FROM battles_event WHERE battle_id = ? ORDER BY seq",
-                (battle_id.replace("-", ""),),
-            ).fetchall()
-        return [(seq, type_, json.loads(data)) for seq, type_, data in rows]
+        return self.database.stored_log(battle_id)
 
     def battle_status(self, battle_id: str) -> str | None:
-        with sqlite3.connect(self.database) as db:
-            row = db.execute(
-                "SELECT status FROM battles_battle WHERE id = ?", (battle_id.replace("-", ""),)
-            ).fetchone()
-        return row[0] if row else None
+        return self.database.battle_status(battle_id)

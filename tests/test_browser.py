@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ESSAY
-from tests.live import LiveServer, migrated_database, provider_env
+from tests.live import LiveDatabase, LiveServer, provider_env
 from tests.openai_server import OpenAIServer, Script
 from tests.proxy import CuttableProxy
 
@@ -64,11 +64,12 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, provider: OpenAIServer) -> Iterator[LiveServer]:
-    folder = tmp_path_factory.mktemp("browser")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase, provider: OpenAIServer
+) -> Iterator[LiveServer]:
     with LiveServer(
-        folder,
-        migrated_database(folder),
+        tmp_path_factory.mktemp("browser"),
+        live_database,
         # Slow enough to watch a turn stream in and to cut the connection in the middle of it.
         ARENA_SPARRING_DELAY_MS="15",
         ARENA_SSE_RETRY_MS="500",

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import ESSAY
-from tests.live import ROOT, LiveServer, migrated_database, provider_env
+from tests.live import ROOT, LiveDatabase, LiveServer, provider_env
 from tests.openai_server import OpenAIServer, Script
 from tests.sse_client import Message, Parser
 
@@ -23,11 +23,12 @@ STREAM_TIMEOUT = httpx.Timeout(60.0)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, provider: OpenAIServer) -> Iterator[LiveServer]:
-    folder = tmp_path_factory.mktemp("live")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase, provider: OpenAIServer
+) -> Iterator[LiveServer]:
     with LiveServer(
-        folder,
-        migrated_database(folder),
+        tmp_path_factory.mktemp("live"),
+        live_database,
         ARENA_SPARRING_DELAY_MS="2",
         ARENA_SSE_HEARTBEAT_SECONDS="0.3",
         **provider_env(provider.api_base),
@@ -209,3 +210,22 @@ def test_a_battle_run_from_the_terminal_can_be_watched_live(server: LiveServer, 
     assert process.wait(timeout=120) == 0
     assert logged(messages) == server.stored_log(battle_id)
     assert logged(messages)[-1][1] == "battle.completed"
+
+
+async def test_two_servers_on_one_database_serve_the_same_battle(
+    tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase
+) -> None:
+    with (
+        LiveServer(tmp_path_factory.mktemp("first"), live_database, ARENA_SPARRING_DELAY_MS="5") as first,
+        LiveServer(tmp_path_factory.mktemp("second"), live_database) as second,
+    ):
+        battle_id = first.create_battle(ESSAY, rounds=1)
+        started, _, _ = await spectate(first, battle_id, stop_after=3)  # it runs in the first server
+        followed, _, _ = await spectate(second, battle_id)  # the second follows it through the log
+
+        assert logged(started)[0][1] == "battle.started"
+        assert logged(followed) == live_database.stored_log(battle_id)
+        assert logged(followed)[-1][1] == "battle.completed"
+        assert first.terminate(timeout=10) == 0  # SIGTERM: daphne shuts down cleanly
+        second.kill()
+        assert second.process is not None and second.process.returncode == -9

@@ -5,35 +5,25 @@ from __future__ import annotations
 import json
 import os
 import pty
-import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ESSAY
+from tests.live import ROOT, LiveDatabase, base_env
 from tests.openai_server import OpenAIServer, Script
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
-def arena_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """An environment with its own migrated SQLite database and media folder."""
-    home = tmp_path_factory.mktemp("runbattle")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "arena.settings_test",
-        "DATABASE_URL": f"sqlite:///{home / 'arena.sqlite3'}",
-        "MEDIA_ROOT": str(home / "media"),
-        "ARENA_SPARRING_DELAY_MS": "0",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    }
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    return env
+def arena_env(tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase) -> dict[str, str]:
+    """An environment with the module's own migrated database and media folder."""
+    media = tmp_path_factory.mktemp("runbattle") / "media"
+    return {**base_env(), "DATABASE_URL": live_database.url, "MEDIA_ROOT": str(media)}
 
 
 @pytest.fixture
@@ -56,12 +46,9 @@ def runbattle(
     )
 
 
-def query(env: dict[str, str], sql: str, *params: object) -> list[tuple]:
-    with sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///")) as db:
-        return db.execute(sql, params).fetchall()
-
-
-def test_json_mode_prints_exactly_the_stored_log(arena_env: dict[str, str], essay: Path) -> None:
+def test_json_mode_prints_exactly_the_stored_log(
+    arena_env: dict[str, str], live_database: LiveDatabase, essay: Path
+) -> None:
     result = runbattle(arena_env, essay, "--rounds", "2", "--json")
 
     assert result.returncode == 0, result.stderr
@@ -69,20 +56,16 @@ def test_json_mode_prints_exactly_the_stored_log(arena_env: dict[str, str], essa
     assert all(set(line) == {"id", "event", "data"} for line in lines)
     assert [line["id"] for line in lines] == list(range(1, len(lines) + 1))
     assert lines[0]["event"] == "battle.started" and lines[-1]["event"] == "battle.completed"
-    battle_id = lines[0]["data"]["battle_id"].replace("-", "")
-    stored = query(
-        arena_env, "SELECT seq, type, data FROM battles_event WHERE battle_id = ? ORDER BY seq", battle_id
-    )
-    assert [(line["id"], line["event"], line["data"]) for line in lines] == [
-        (seq, type_, json.loads(data)) for seq, type_, data in stored
-    ]
-    assert query(arena_env, "SELECT status, rounds FROM battles_battle WHERE id = ?", battle_id) == [
-        ("finished", 2)
-    ]
+    battle_id = lines[0]["data"]["battle_id"]
+    stored = live_database.stored_log(battle_id)
+    assert [(line["id"], line["event"], line["data"]) for line in lines] == stored
+    assert live_database.fetch(
+        "SELECT status, rounds FROM battles_battle WHERE id = %s", [uuid.UUID(battle_id)]
+    ) == [("finished", 2)]
 
 
 def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(
-    arena_env: dict[str, str], essay: Path
+    arena_env: dict[str, str], live_database: LiveDatabase, essay: Path
 ) -> None:
     result = runbattle(arena_env, essay, "--rounds", "1")
 
@@ -99,9 +82,7 @@ def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(
     assert "\nVerdict: " in out
     assert "Tokens: " in out and "cost: $0.000000" in out
     battle_id = out.strip().splitlines()[-1].split()[2]
-    assert query(arena_env, "SELECT status FROM battles_battle WHERE id = ?", battle_id.replace("-", "")) == [
-        ("finished",)
-    ]
+    assert live_database.battle_status(battle_id) == "finished"
 
 
 def test_colour_on_a_terminal(arena_env: dict[str, str], essay: Path) -> None:
@@ -203,15 +184,21 @@ def test_a_missing_api_key_is_explained(arena_env: dict[str, str], essay: Path) 
     ],
 )
 def test_bad_input_exits_2_with_one_line_on_stderr_and_stores_nothing(
-    arena_env: dict[str, str], tmp_path: Path, make_input, extra: list[str], reason: str
+    arena_env: dict[str, str],
+    live_database: LiveDatabase,
+    tmp_path: Path,
+    make_input,
+    extra: list[str],
+    reason: str,
 ) -> None:
-    before = query(arena_env, "SELECT count(*) FROM battles_battle")
+    count_battles = "SELECT count(*) FROM battles_battle"
+    before = live_database.fetch(count_battles)
     result = runbattle(arena_env, make_input(tmp_path), *extra)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("runbattle: ")
     assert reason.lower() in result.stderr.lower()
-    assert query(arena_env, "SELECT count(*) FROM battles_battle") == before
+    assert live_database.fetch(count_battles) == before
 
 
 def _write(path: Path, data: bytes) -> Path:
