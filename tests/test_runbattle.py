@@ -23,7 +23,12 @@ pytestmark = pytest.mark.e2e
 def arena_env(tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase) -> dict[str, str]:
     """An environment with the module's own migrated database and media folder."""
     media = tmp_path_factory.mktemp("runbattle") / "media"
-    return {**base_env(), "DATABASE_URL": live_database.url, "MEDIA_ROOT": str(media)}
+    return {
+        **base_env(),
+        "DATABASE_URL": live_database.url,
+        "MEDIA_ROOT": str(media),
+        "ARENA_BASE_URL": "http://arena.test:8000/",
+    }
 
 
 @pytest.fixture
@@ -57,6 +62,8 @@ def test_json_mode_prints_exactly_the_stored_log(
     assert [line["id"] for line in lines] == list(range(1, len(lines) + 1))
     assert lines[0]["event"] == "battle.started" and lines[-1]["event"] == "battle.completed"
     battle_id = lines[0]["data"]["battle_id"]
+    # stdout stays pure JSON lines; the arena link goes to stderr.
+    assert f"Watch it live: http://arena.test:8000/battles/{battle_id}/" in result.stderr
     stored = live_database.stored_log(battle_id)
     assert [(line["id"], line["event"], line["data"]) for line in lines] == stored
     assert live_database.fetch(
@@ -83,6 +90,7 @@ def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(
     assert "Tokens: " in out and "cost: $0.000000" in out
     battle_id = out.strip().splitlines()[-1].split()[2]
     assert live_database.battle_status(battle_id) == "finished"
+    assert out.splitlines()[1] == f"Watch it live: http://arena.test:8000/battles/{battle_id}/"
 
 
 def test_colour_on_a_terminal(arena_env: dict[str, str], essay: Path) -> None:
