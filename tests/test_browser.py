@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ESSAY
-from tests.live import LiveDatabase, LiveServer, provider_env
+from tests.live import ROOT, LiveDatabase, LiveServer, base_env, provider_env
 from tests.openai_server import OpenAIServer, Script
 from tests.proxy import CuttableProxy
 
@@ -215,3 +218,50 @@ def test_the_replay_page_needs_staff(page: Page, server: LiveServer) -> None:
     page.goto(f"{server.url}/admin/battles/battle/{battle_id}/replay/")
     assert "/admin/login/" in page.url
     expect(page.locator("#panel-aggressor")).to_have_count(0)
+
+
+def test_a_turn_cut_off_by_a_crash_is_shown_once_as_rerun(
+    page: Page, server: LiveServer, live_database: LiveDatabase, tmp_path: Path
+) -> None:
+    """runbattle is killed mid-turn; the server takes the battle over (no spectator needed), and the
+    page, fed a log with a cut-off turn and its rerun, ends showing each turn once, complete."""
+    essay = tmp_path / "essay.md"
+    essay.write_text(ESSAY)
+    env = {
+        **base_env(),
+        "DATABASE_URL": live_database.url,
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "ARENA_SPARRING_DELAY_MS": "15",
+        "ARENA_LEASE_SECONDS": "1",  # its lease runs out a second after it dies
+    }
+    runner = subprocess.Popen(
+        [sys.executable, "manage.py", "runbattle", str(essay), "--rounds", "1", "--json"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert runner.stdout is not None
+        for line in runner.stdout:
+            event = json.loads(line)
+            if event["event"] == "battle.started":
+                battle_id = event["data"]["battle_id"]
+            if event["event"] == "token" and event["data"]["turn"] == 2:
+                break  # the Defender is speaking
+        runner.kill()
+    finally:
+        runner.kill()
+        runner.wait()
+
+    page.goto(f"{server.url}/battles/{battle_id}/")
+    expect(page.locator("#connection-status")).to_have_attribute(
+        "data-state", "finished", timeout=BATTLE_TIMEOUT_MS
+    )
+
+    log = server.stored_log(battle_id)
+    assert [data["turn"] for _, type_, data in log if type_ == "turn.interrupted"] == [2]
+    data = transcript(server, battle_id)
+    assert [t["turn"] for t in data["turns"]] == [1, 2, 3]
+    assert_panels_match(page, data)  # the Defender's panel holds one turn: the rerun, complete
