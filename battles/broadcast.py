@@ -160,11 +160,12 @@ class Hub:
         Browsers reconnect (to another process, behind a proxy) and resume from Last-Event-ID.
         """
         self.draining = True
-        for run in list(self.runs.values()):
+        runs = list(self.runs.values())
+        for run in runs:
             run.hand_over()
-        running = [t for t in self._tasks if not t.done()]
-        if running:
-            await asyncio.wait(running, timeout=DRAIN_TIMEOUT_SECONDS)
+        handing_over = [run.task for run in runs if run.task is not None and not run.task.done()]
+        if handing_over:
+            await asyncio.wait(handing_over, timeout=DRAIN_TIMEOUT_SECONDS)
         for channel in list(self.channels.values()):
             channel.close()
 
@@ -186,7 +187,7 @@ class Hub:
 
     async def _start_producer(self, channel: Channel) -> bool:
         status = await selectors.battle_status(battle_id=channel.battle_id)
-        while status == Battle.Status.PENDING:
+        while status == Battle.Status.PENDING and not self.draining:
             try:
                 battle = await sync_to_async(services.battle_start)(
                     battle_id=channel.battle_id, max_running=settings.ARENA_MAX_RUNNING_BATTLES

@@ -224,7 +224,7 @@ class BattleRun:
         self.log: EventLog
         self.turn_under_way: int | None = None  # its index, between turn.started and turn.completed
         self.content = ""  # what the turn under way has streamed so far
-        self._task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # the task running it, once it runs
         self._stopping: str | None = None  # why this process stops running it: HANDED_OVER or LEASE_LOST
 
     def _elapsed_seconds(self) -> float:
@@ -235,7 +235,7 @@ class BattleRun:
         return max(since_start, self.progress.last_offset_ms / 1000)
 
     async def run(self) -> None:
-        self._task = asyncio.current_task()
+        self.task = asyncio.current_task()
         self.log = EventLog(
             self.battle.pk,
             started=self.started,
@@ -273,9 +273,9 @@ class BattleRun:
         self._stop(HANDED_OVER)
 
     def _stop(self, reason: str) -> None:
-        if self._task is not None and not self._task.done() and self._stopping is None:
+        if self.task is not None and not self.task.done() and self._stopping is None:
             self._stopping = reason
-            self._task.cancel()
+            self.task.cancel()
 
     async def _keep_lease(self) -> None:
         """Renew the lease while nothing is written (a slow model); stop if another process has it."""
