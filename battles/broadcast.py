@@ -230,7 +230,7 @@ class Hub:
         try:
             await run.run()
         finally:
-            del self.runs[channel.battle_id]
+            self.runs.pop(channel.battle_id, None)
 
     def _run(self, channel: Channel, producer: object) -> None:
         task = asyncio.create_task(producer, name=f"battle-{channel.battle_id}")  # type: ignore[arg-type]
