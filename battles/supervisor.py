@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -27,15 +28,37 @@ logger = logging.getLogger(__name__)
 _started: asyncio.AbstractEventLoop | None = None
 
 
+# How long a graceful shutdown waits for the responses under way (the streams it just ended) to be
+# sent completely before the server stops and cancels whatever is left.
+RESPONSES_TIMEOUT_SECONDS = 5.0
+
+
 class Supervised:
-    """ASGI wrapper that starts the process's background duties with the first connection."""
+    """ASGI wrapper: starts the process's background duties with the first connection, and counts
+    the requests under way so that a graceful shutdown lets them finish."""
 
     def __init__(self, app: Callable) -> None:
         self.app = app
+        self.in_flight = 0
+        self._idle: asyncio.Event | None = None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        start()
-        return await self.app(scope, receive, send)
+        start(self)
+        self.in_flight += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Wait until no request is under way (its response fully sent), at most `timeout` seconds."""
+        if self.in_flight:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._idle.wait()
 
 
 def sweep_interval_seconds() -> float:
@@ -43,7 +66,7 @@ def sweep_interval_seconds() -> float:
     return settings.ARENA_LEASE_SECONDS / 2
 
 
-def start() -> None:
+def start(server: Supervised | None = None) -> None:
     """Start the sweep and take over SIGTERM, once per event loop. Call from inside the loop."""
     global _started
     loop = asyncio.get_running_loop()
@@ -51,7 +74,7 @@ def start() -> None:
         return
     _started = loop
     task = loop.create_task(_sweep_forever(), name="battle-sweep")
-    _install_sigterm(loop, task)
+    _install_sigterm(loop, task, server)
 
 
 async def sweep_once() -> list[str]:
@@ -71,7 +94,9 @@ async def _sweep_forever() -> None:
         await asyncio.sleep(sweep_interval_seconds())  # the sweep's period, not a synchronisation
 
 
-def _install_sigterm(loop: asyncio.AbstractEventLoop, sweep: asyncio.Task[None]) -> None:
+def _install_sigterm(
+    loop: asyncio.AbstractEventLoop, sweep: asyncio.Task[None], server: Supervised | None
+) -> None:
     previous = signal.getsignal(signal.SIGTERM)
 
     async def shut_down(frame: FrameType | None) -> None:
@@ -79,6 +104,8 @@ def _install_sigterm(loop: asyncio.AbstractEventLoop, sweep: asyncio.Task[None])
         sweep.cancel()
         try:
             await hub.drain()
+            if server is not None:
+                await server.wait_idle(RESPONSES_TIMEOUT_SECONDS)
         finally:
             signal.signal(signal.SIGTERM, previous)
             if callable(previous):

@@ -52,17 +52,6 @@ SHUTDOWN_SECONDS = 15.0
 # How long a spectator waits before reconnecting when a server refused it or was gone (as `retry:`).
 RECONNECT_SECONDS = 0.1
 TERMINAL = ("battle.completed", "battle.failed")
-# The one traceback a server may log: at SIGTERM, daphne cancels the ASGI handlers of the streams the
-# arena has just ended (they are still finishing up), and Django's handler then leaves the
-# RequestAborted of its disconnect listener unretrieved. The responses themselves are complete.
-SHUTDOWN_NOISE = re.compile(
-    r"Task exception was never retrieved\n"
-    r"future: <Task finished [^\n]*coro=<ASGIHandler\.listen_for_disconnect\(\)[^\n]*\n"
-    r"Traceback \(most recent call last\):\n"
-    r'  File "[^\n]*/django/core/handlers/asgi\.py", line \d+, in listen_for_disconnect\n'
-    r"    raise RequestAborted\(\)\n"
-    r"django\.core\.exceptions\.RequestAborted\n"
-)
 
 Logged = list[tuple[int, str, Any]]
 
@@ -128,7 +117,7 @@ def servers(deployment: list[LiveServer]) -> Iterator[tuple[LiveServer, LiveServ
             logs[server.url] = log.read().decode(errors="replace")
         print(f"--- {server.url} (pid {server.process and server.process.pid}) ---\n{logs[server.url]}")
     # Whatever a test checks, nothing may have crashed in a server meanwhile.
-    crashed = [url for url, text in logs.items() if "Traceback" in SHUTDOWN_NOISE.sub("", text)]
+    crashed = [url for url, text in logs.items() if "Traceback" in text]
     assert not crashed, f"a server logged a traceback: {crashed}"
 
 
