@@ -25,12 +25,12 @@ from battles.broadcast import hub
 
 logger = logging.getLogger(__name__)
 
-_started: asyncio.AbstractEventLoop | None = None
-
-
 # How long a graceful shutdown waits for the responses under way (the streams it just ended) to be
 # sent completely before the server stops and cancels whatever is left.
 RESPONSES_TIMEOUT_SECONDS = 5.0
+
+_started: asyncio.AbstractEventLoop | None = None
+_shutdown: list[asyncio.Task[None]] = []  # a reference, so the shutdown task is not collected
 
 
 class Supervised:
@@ -115,7 +115,7 @@ def _install_sigterm(
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         if not hub.draining:
-            loop.call_soon_threadsafe(lambda: loop.create_task(shut_down(frame)))
+            loop.call_soon_threadsafe(lambda: _shutdown.append(loop.create_task(shut_down(frame))))
 
     try:
         signal.signal(signal.SIGTERM, on_sigterm)
