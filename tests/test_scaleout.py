@@ -491,20 +491,30 @@ def test_the_sweep_continues_a_killed_terminal_battle_that_nobody_watches(
     assert any(f"Taking battle {battle_id} over" in server.log.read_text() for server in servers)
 
 
+def watched_mid_turn_two(
+    runner: LiveServer, other: LiveServer, database: PostgresDatabase
+) -> tuple[str, list[Spectator], list[Spectator]]:
+    """A battle run by `runner`, three spectators on each server, all watching turn 2 under way.
+
+    The runner's spectators fall back to `other`, as they would behind a proxy.
+    """
+    battle_id = runner.create_battle(ESSAY, rounds=1)
+    starter = Spectator(battle_id, [runner.url, other.url]).start()
+    starter.wait_for(started, "the battle start")
+    assert runner.process is not None and runner_pid(database, battle_id) == runner.process.pid
+    on_runner = [starter, *(Spectator(battle_id, [runner.url, other.url]).start() for _ in range(2))]
+    on_other = [Spectator(battle_id, [other.url]).start() for _ in range(3)]
+    for spectator in on_runner + on_other:
+        spectator.wait_for(turn_started(2), "turn 2 start")  # everyone is watching
+    starter.wait_for(tokens_of(2, 3), "turn 2 under way")  # about 100 words: well short of its end
+    return battle_id, on_runner, on_other
+
+
 def test_when_the_runner_is_killed_the_other_server_takes_over_and_nothing_is_lost(
     servers: tuple[LiveServer, LiveServer], database: PostgresDatabase
 ) -> None:
     doomed, survivor = servers
-    battle_id = doomed.create_battle(ESSAY, rounds=1)
-    # Behind a proxy, the killed server's spectators reconnect to the one left.
-    starter = Spectator(battle_id, [doomed.url, survivor.url]).start()
-    starter.wait_for(started, "the battle start")
-    assert doomed.process is not None and runner_pid(database, battle_id) == doomed.process.pid
-    on_doomed = [starter, *(Spectator(battle_id, [doomed.url, survivor.url]).start() for _ in range(2))]
-    on_survivor = [Spectator(battle_id, [survivor.url]).start() for _ in range(3)]
-    for spectator in on_doomed + on_survivor:
-        spectator.wait_for(turn_started(2), "turn 2 start")  # everyone is watching
-    starter.wait_for(tokens_of(2, 3), "turn 2 under way")  # about 100 words: well short of its end
+    battle_id, on_doomed, on_survivor = watched_mid_turn_two(doomed, survivor, database)
 
     doomed.kill()
     for spectator in on_doomed + on_survivor:
@@ -535,15 +545,7 @@ def test_a_stopped_runner_hands_its_battle_over_and_ends_its_streams_cleanly(
     servers: tuple[LiveServer, LiveServer], database: PostgresDatabase
 ) -> None:
     stopping, staying = servers
-    battle_id = stopping.create_battle(ESSAY, rounds=1)
-    starter = Spectator(battle_id, [stopping.url, staying.url]).start()
-    starter.wait_for(started, "the battle start")
-    assert stopping.process is not None and runner_pid(database, battle_id) == stopping.process.pid
-    on_stopping = [starter, *(Spectator(battle_id, [stopping.url, staying.url]).start() for _ in range(2))]
-    on_staying = [Spectator(battle_id, [staying.url]).start() for _ in range(3)]
-    for spectator in on_stopping + on_staying:
-        spectator.wait_for(turn_started(2), "turn 2 start")  # everyone is watching
-    starter.wait_for(tokens_of(2, 3), "turn 2 under way")  # about 100 words: well short of its end
+    battle_id, on_stopping, on_staying = watched_mid_turn_two(stopping, staying, database)
 
     assert stopping.terminate(timeout=SHUTDOWN_SECONDS) == 0  # SIGTERM; exits in time, status 0
     for spectator in on_stopping + on_staying:
