@@ -17,7 +17,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from battles import brokers, events, llm, selectors, services
@@ -500,10 +499,6 @@ class BattleRun:
         except Exception:
             logger.exception("Could not record the failure of battle %s", battle_id)
             # Fenced like every write: a process that lost the lease must not touch the battle.
-            await sync_to_async(_fenced)(battle_id, self.owner, fail)
-
-
-def _fenced(battle_id: object, owner: str, write: Callable[[], None]) -> None:
-    with transaction.atomic():
-        services.lease_renew(battle_id=battle_id, owner=owner)
-        write()
+            await sync_to_async(services.append_with)(
+                battle_id=battle_id, events=[], write=fail, owner=self.owner
+            )

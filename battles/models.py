@@ -6,6 +6,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Role(models.TextChoices):
@@ -43,6 +44,14 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.original_name
+
+
+class BattleQuerySet(models.QuerySet["Battle"]):
+    def abandoned(self) -> BattleQuerySet:
+        """Running battles whose runner's lease has run out (it died, or handed them over)."""
+        return self.filter(status=Battle.Status.RUNNING).filter(
+            Q(lease_expires_at__lt=timezone.now()) | Q(lease_expires_at__isnull=True)
+        )
 
 
 class Battle(models.Model):
@@ -94,6 +103,8 @@ class Battle(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BattleQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

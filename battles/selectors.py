@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q, QuerySet
-from django.utils import timezone
+from django.db.models import QuerySet
 
 from battles.events import RecordedEvent
 from battles.models import Battle, Event, Turn
@@ -28,21 +27,12 @@ async def battle_status(*, battle_id: object) -> str | None:
 
 def battles_to_take_over() -> list[str]:
     """Running battles whose runner's lease has run out (it died or handed them over)."""
-    return [
-        str(pk)
-        for pk in Battle.objects.filter(status=Battle.Status.RUNNING)
-        .filter(Q(lease_expires_at__lt=timezone.now()) | Q(lease_expires_at__isnull=True))
-        .values_list("pk", flat=True)
-    ]
+    return [str(pk) for pk in Battle.objects.abandoned().values_list("pk", flat=True)]
 
 
 async def lease_expired(*, battle_id: object) -> bool:
     """Whether the battle is running and its runner's lease has run out."""
-    return await (
-        Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING)
-        .filter(Q(lease_expires_at__lt=timezone.now()) | Q(lease_expires_at__isnull=True))
-        .aexists()
-    )
+    return await Battle.objects.abandoned().filter(pk=battle_id).aexists()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import connection, transaction
-from django.db.models import Case, F, Q, Sum, When
+from django.db.models import Case, F, Sum, When
 from django.utils import timezone
 
 from battles.documents import extract_text, safe_display_name
@@ -164,8 +164,8 @@ def battle_take_over(*, battle_id: object, reason: str, owner: str = PROCESS_OWN
     with transaction.atomic():
         now = timezone.now()
         claimed = (
-            Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING)
-            .filter(Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
+            Battle.objects.abandoned()
+            .filter(pk=battle_id)
             .update(
                 lease_owner=owner,
                 lease_expires_at=_lease_end(now),
