@@ -166,6 +166,7 @@ class BattleAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "defender_score",
         "summary",
         "verdict_fallback",
+        "verdict_source",
         "prompt_tokens",
         "completion_tokens",
         "cost_usd",

@@ -23,8 +23,22 @@ from battles import brokers, events, llm, selectors, services
 from battles.events import RecordedEvent
 from battles.exceptions import LeaseLost, ProviderError
 from battles.models import ROLE_ORDER, Battle, Role
-from battles.prompts import FramedDocument, TranscriptEntry, build_messages, document_budget, frame_document
-from battles.verdict import Scores, Verdict, parse_round_scores, parse_verdict
+from battles.prompts import (
+    FramedDocument,
+    TranscriptEntry,
+    build_messages,
+    build_verdict_messages,
+    document_budget,
+    frame_document,
+)
+from battles.verdict import (
+    VERDICT_SCHEMA,
+    Scores,
+    Verdict,
+    parse_round_scores,
+    parse_structured_verdict,
+    parse_verdict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +47,8 @@ Listener = Callable[[Sequence[RecordedEvent]], None]
 INTERNAL_ERROR = "The battle stopped because of an internal error."
 # A turn is not worth starting with fewer tokens than this left in the battle's budget.
 MIN_TURN_TOKENS = 32
+# The structured verdict is a short JSON object (its summary is capped at 600 characters).
+VERDICT_MAX_TOKENS = 300
 
 
 class BudgetExhausted(Exception):
@@ -209,9 +225,7 @@ class BattleRun:
         self.completion_tokens = 0
         # Unknown (None) as soon as one model has no known price.
         self.cost: float | None = (
-            0.0
-            if all(llm.cost_usd(e.model, llm.Usage()) is not None for e in self.endpoints.values())
-            else None
+            0.0 if all(llm.cost_usd(e, llm.Usage()) is not None for e in self.endpoints.values()) else None
         )
         for turn in self.progress.completed:
             self._record(
@@ -334,11 +348,65 @@ class BattleRun:
                 "turn(s); the verdict is derived from the round scores so far."
             )
             verdict = replace(parse_verdict("", self.round_scores), summary=summary)
+            verdict_usage = llm.Usage()
         else:
-            verdict = parse_verdict(self.transcript[-1].content, self.round_scores)
+            moderator = battle.model_for(Role.MODERATOR)
+            verdict, verdict_usage = await self._verdict(documents[moderator])
         # No await between the two: the verdict and battle.completed are committed together.
-        await self.log.emit(events.VERDICT, verdict.as_event_data())
+        await self.log.emit(
+            events.VERDICT,
+            {
+                **verdict.as_event_data(),
+                "usage": {
+                    "prompt_tokens": verdict_usage.prompt_tokens,
+                    "completion_tokens": verdict_usage.completion_tokens,
+                },
+            },
+        )
         await self._complete(verdict)
+
+    async def _verdict(self, document: FramedDocument) -> tuple[Verdict, llm.Usage]:
+        """The verdict and what asking for it cost: the structured request first, the last Moderator
+        turn's text when that request fails or its answer is not a complete verdict."""
+        battle_id = self.battle.pk
+        from_text = parse_verdict(self.transcript[-1].content, self.round_scores)
+        endpoint = self.endpoints[Role.MODERATOR]
+        messages = await sync_to_async(build_verdict_messages, thread_sensitive=False)(
+            rounds=self.battle.rounds,
+            document=document,
+            transcript=list(self.transcript),
+            context_tokens=llm.context_tokens(endpoint.model),
+            max_tokens=VERDICT_MAX_TOKENS,
+            count_tokens=lambda text: llm.count_tokens(endpoint.model, text),
+        )
+        try:
+            affordable = await sync_to_async(self._affordable_tokens, thread_sensitive=False)(
+                endpoint, messages
+            )
+        except BudgetExhausted:
+            return from_text, llm.Usage()
+        for style in llm.structured_styles(endpoint):
+            stream = llm.ReplyStream(
+                endpoint,
+                messages,
+                max_tokens=min(affordable, VERDICT_MAX_TOKENS),
+                json_schema=VERDICT_SCHEMA,
+                json_style=style,
+            )
+            try:
+                answer = "".join([delta async for delta in stream])
+            except ProviderError as exc:
+                logger.warning("Battle %s: no structured verdict with %s (%s)", battle_id, style, exc)
+                if exc.timed_out or stream.answered:
+                    break  # it failed while answering, not because of how it was asked
+                continue  # refused: perhaps it takes the other way of asking
+            llm.structured_style_worked(endpoint, style)
+            self._count(endpoint, stream.usage)
+            structured = parse_structured_verdict(answer)
+            if structured is None:
+                logger.info("Battle %s: the structured verdict is unusable; reading the last turn", battle_id)
+            return structured or from_text, stream.usage
+        return from_text, llm.Usage()
 
     async def _announce(self, documents: dict[str, FramedDocument]) -> None:
         battle = self.battle
@@ -370,6 +438,7 @@ class BattleRun:
                 defender_score=scores.defender if scores else None,
                 summary=verdict.summary,
                 verdict_fallback=verdict.fallback,
+                verdict_source=verdict.source,
                 prompt_tokens=self.prompt_tokens,
                 completion_tokens=self.completion_tokens,
                 cost_usd=self.cost,
@@ -457,16 +526,19 @@ class BattleRun:
 
     def _record(self, round_number: int, role: Role, content: str, usage: llm.Usage) -> Scores | None:
         """Count a completed turn in the totals, the transcript and the round scores."""
-        model = self.battle.model_for(role)
-        self.prompt_tokens += usage.prompt_tokens
-        self.completion_tokens += usage.completion_tokens
-        turn_cost = llm.cost_usd(model, usage)
-        self.cost = None if self.cost is None or turn_cost is None else self.cost + turn_cost
+        self._count(self.endpoints[role], usage)
         scores = parse_round_scores(content) if role == Role.MODERATOR else None
         if role == Role.MODERATOR:
             self.round_scores.append(scores)
         self.transcript.append(TranscriptEntry(round=round_number, role=role.value, content=content))
         return scores
+
+    def _count(self, endpoint: llm.Endpoint, usage: llm.Usage) -> None:
+        """Add a model call's tokens and price to the battle's totals."""
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        cost = llm.cost_usd(endpoint, usage)
+        self.cost = None if self.cost is None or cost is None else self.cost + cost
 
     def _affordable_tokens(self, endpoint: llm.Endpoint, messages: list[dict[str, str]]) -> int:
         """The answer's max_tokens within what is left of the battle's budget; raises BudgetExhausted."""

@@ -6,13 +6,18 @@
     turn.completed   {turn, round, role, content, usage: {prompt_tokens, completion_tokens}, scores}
     turn.interrupted {turn, reason}              the turn was cut off (its process stopped) and
                                                  starts again: drop its partial text
-    verdict          {winner, scores: {aggressor, defender}, summary, fallback}
+    verdict          {winner, scores: {aggressor, defender}, summary, fallback, source,
+                      usage: {prompt_tokens, completion_tokens}}
     battle.completed {usage: {prompt_tokens, completion_tokens}, cost_usd, duration_ms}
     battle.failed    {error, retryable}
 
 `scores` on turn.completed is the Moderator's round score ({aggressor, defender} or null), and null
-for the other roles. `fallback` on verdict is true when the Moderator's answer could not be parsed
-and the verdict was derived by the documented rules (see `battles.verdict`).
+for the other roles. On verdict (see `battles.verdict`): `source` says where it was read from,
+"structured" (the Moderator's answer to the structured JSON request made after the last round),
+"text" (the WINNER / FINAL SCORES / SUMMARY lines of its last turn) or "rules" (derived from the round
+scores); `fallback` is true when part of it could not be parsed and was derived by the documented
+rules; `usage` is what the structured request cost (zeros when none was made). battle.completed's
+usage is the sum of every turn's and the verdict's.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ class ArenaFull(BattleError):
 class ProviderError(BattleError):
     """A model call failed. The message never carries provider bodies, keys or tracebacks."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, timed_out: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.timed_out = timed_out  # the model did not answer in time (as opposed to refusing)

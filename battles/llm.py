@@ -46,7 +46,7 @@ class SparringLLM(CustomLLM):
         self, *, model: str, messages: list, optional_params: dict, **kwargs: Any
     ) -> AsyncIterator[GenericStreamingChunk]:
         max_tokens = optional_params.get("max_tokens")
-        text = sparring.reply(messages)
+        text = sparring.reply(messages, structured=bool(optional_params.get("response_format")))
         delay = settings.ARENA_SPARRING_DELAY_MS / 1000
         prompt_tokens = count_message_tokens(SPARRING_MODEL, messages)
         completion = ""
@@ -115,9 +115,40 @@ class Endpoint:
 
 @dataclass
 class Usage:
+    """A call's tokens: the provider's own count when its stream reports one (OpenAI, vLLM…), else
+    litellm's estimate (llama-cpp-python's server reports none; litellm then fills one in)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reported: bool = False
+
+
+# Two ways to ask for a JSON answer that matches a schema: OpenAI's structured outputs, and the older
+# JSON mode with a schema (llama-cpp-python's server, which rejects the first), which local servers
+# enforce with a grammar. What worked for an endpoint is tried first from then on.
+JSON_SCHEMA = "json_schema"
+JSON_OBJECT = "json_object"
+_structured_style: dict[Endpoint, str] = {}
+
+
+def structured_styles(endpoint: Endpoint) -> list[str]:
+    """The ways to ask `endpoint` for structured output, in the order to try them."""
+    known = _structured_style.get(endpoint)
+    return [known] if known else [JSON_SCHEMA, JSON_OBJECT]
+
+
+def structured_style_worked(endpoint: Endpoint, style: str) -> None:
+    _structured_style[endpoint] = style
+
+
+def forget_structured_styles() -> None:
+    _structured_style.clear()
+
+
+def response_format(style: str, schema: dict[str, Any]) -> dict[str, Any]:
+    if style == JSON_SCHEMA:
+        return {"type": JSON_SCHEMA, "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    return {"type": JSON_OBJECT, "schema": schema}
 
 
 def count_tokens(model: str, text: str) -> int:
@@ -137,11 +168,17 @@ def context_tokens(model: str) -> int:
     return int(info.get("max_input_tokens") or settings.ARENA_DEFAULT_CONTEXT_TOKENS)
 
 
-def cost_usd(model: str, usage: Usage) -> float | None:
-    """The price of the tokens used, or None when litellm has no price for the model."""
+def cost_usd(endpoint: Endpoint, usage: Usage) -> float | None:
+    """The price of the tokens used, or None (unknown) when litellm has no price for the model.
+
+    Also None for a model served from a custom API base (llama.cpp, vLLM, Ollama…): litellm's price
+    list is the hosted provider's, which says nothing about what a self-hosted server costs.
+    """
+    if endpoint.api_base:
+        return None
     try:
         prompt_cost, completion_cost = litellm.cost_per_token(
-            model=model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+            model=endpoint.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
         )
     except Exception:
         return None
@@ -158,10 +195,21 @@ class ReplyStream:
     if the provider itself sent a delta and a finish_reason.
     """
 
-    def __init__(self, endpoint: Endpoint, messages: list[dict[str, str]], *, max_tokens: int) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        json_schema: dict[str, Any] | None = None,
+        json_style: str = JSON_SCHEMA,
+    ) -> None:
+        """`json_schema` asks for a JSON answer matching it, the `json_style` way."""
         self.endpoint = endpoint
         self.messages = messages
         self.max_tokens = max_tokens
+        self.json_schema = json_schema
+        self.json_style = json_style
         self.usage = Usage()
         self.finish_reason: str | None = None
         self._provider_spoke = False
@@ -191,7 +239,7 @@ class ReplyStream:
         except ProviderError:
             raise
         except TimeoutError as exc:
-            raise ProviderError(TIMEOUT_MESSAGE, retryable=True) from exc
+            raise ProviderError(TIMEOUT_MESSAGE, retryable=True, timed_out=True) from exc
         except Exception as exc:
             raise provider_error(exc) from exc
         finally:
@@ -215,6 +263,8 @@ class ReplyStream:
         elif self.endpoint.api_base:
             # Local OpenAI-compatible servers (llama.cpp, Ollama, vLLM) need no key, but the client does.
             kwargs["api_key"] = "no-key"
+        if self.json_schema:
+            kwargs["response_format"] = response_format(self.json_style, self.json_schema)
         return await litellm.acompletion(
             model=self.endpoint.model,
             messages=self.messages,
@@ -228,6 +278,11 @@ class ReplyStream:
             timeout=max(settings.ARENA_FIRST_TOKEN_TIMEOUT_SECONDS, settings.ARENA_IDLE_TIMEOUT_SECONDS) + 5,
             **kwargs,
         )
+
+    @property
+    def answered(self) -> bool:
+        """The provider started answering (as opposed to refusing the request outright)."""
+        return self._provider_spoke
 
     def _read(self, chunk: Any) -> str:
         usage = getattr(chunk, "usage", None)
@@ -266,7 +321,7 @@ _ERRORS: list[tuple[type[BaseException], str, bool]] = [
     (litellm.ContextWindowExceededError, "The prompt did not fit in the model's context window.", False),
     (litellm.ContentPolicyViolationError, "The model provider refused the content.", False),
     (litellm.RateLimitError, "The model provider is rate-limiting requests; try again shortly.", True),
-    (litellm.Timeout, TIMEOUT_MESSAGE, True),
+    (litellm.Timeout, TIMEOUT_MESSAGE, True),  # the client's backstop timeout
     (litellm.APIConnectionError, "Could not reach the model provider.", True),
     (litellm.ServiceUnavailableError, "The model provider is unavailable right now.", True),
     (litellm.InternalServerError, "The model provider had an internal error.", True),

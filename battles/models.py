@@ -66,6 +66,11 @@ class Battle(models.Model):
         DEFENDER = "defender", "Defender"
         DRAW = "draw", "Draw"
 
+    class VerdictSource(models.TextChoices):
+        STRUCTURED = "structured", "The Moderator's structured (JSON) verdict"
+        TEXT = "text", "The Moderator's last turn"
+        RULES = "rules", "Derived from the round scores"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     document = models.ForeignKey(Document, on_delete=models.PROTECT, related_name="battles")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
@@ -80,6 +85,12 @@ class Battle(models.Model):
     summary = models.TextField(blank=True)
     verdict_fallback = models.BooleanField(
         default=False, help_text="The Moderator's verdict could not be parsed; it was derived instead."
+    )
+    verdict_source = models.CharField(
+        max_length=10,
+        choices=VerdictSource.choices,
+        blank=True,
+        help_text="Where the verdict was read from (see battles.verdict).",
     )
 
     prompt_tokens = models.PositiveIntegerField(default=0)

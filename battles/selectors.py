@@ -105,6 +105,7 @@ def battle_transcript(*, battle: Battle) -> dict[str, Any]:
                 "scores": scores,
                 "summary": battle.summary,
                 "fallback": battle.verdict_fallback,
+                "source": battle.verdict_source,
             }
             if battle.winner
             else None

@@ -4,7 +4,8 @@ It is registered as a litellm custom provider, so the engine calls it exactly as
 Ollama. It reads the same prompt a real model gets: it finds the document between its markers, the
 transcript and the task line, and answers in its role. The Aggressor quotes real sentences of the
 document and attacks them, the Defender answers those quotes, the Moderator scores the round and, in
-the last round, gives the verdict in the format `battles.verdict` parses. Deterministic: the same
+the last round, gives the verdict in the format `battles.verdict` parses (and as JSON when the
+structured verdict request asks for it). Deterministic: the same
 prompt always gives the same answer. It is not AI and does not pretend to be.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -320,34 +322,66 @@ def moderator_reply(prompt: Prompt) -> str:
         f"SCORES: aggressor={scores.aggressor:g} defender={scores.defender:g}",
     ]
     if prompt.round == prompt.rounds:
-        earlier = [
-            parse_round_scores(c)
-            for r, role, c in prompt.transcript
-            if role == Role.MODERATOR and r < prompt.round
-        ]
-        history = [s for s in earlier if s] + [scores]
-        aggressor = round(sum(s.aggressor for s in history) / len(history), 1)
-        defender = round(sum(s.defender for s in history) / len(history), 1)
-        winner = "aggressor" if aggressor > defender else "defender" if defender > aggressor else "draw"
-        outcome = {
-            "aggressor": "the attacks exposed weaknesses the defence could not cover",
-            "defender": "the document withstood the attacks, which the defence answered from its own text",
-            "draw": "attack and defence cancelled each other out",
-        }[winner]
+        verdict = final_verdict(prompt)
         parts += [
-            f"WINNER: {winner}",
-            f"FINAL SCORES: aggressor={aggressor:g} defender={defender:g}",
-            f"SUMMARY: Over {len(history)} round(s), {outcome}. The Aggressor averaged {aggressor:g} and "
-            f"the Defender {defender:g} out of 10.",
+            f"WINNER: {verdict.winner}",
+            f"FINAL SCORES: aggressor={verdict.scores.aggressor:g} defender={verdict.scores.defender:g}",
+            f"SUMMARY: {verdict.summary}",
         ]
     return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class FinalVerdict:
+    winner: str
+    scores: Scores
+    summary: str
+
+
+def final_verdict(prompt: Prompt) -> FinalVerdict:
+    """The verdict on the whole battle: the mean of every round's scores (this round's included)."""
+    earlier = [
+        parse_round_scores(content)
+        for r, role, content in prompt.transcript
+        if role == Role.MODERATOR and r < prompt.round
+    ]
+    history = [s for s in earlier if s] + [round_scores(prompt)]
+    aggressor = round(sum(s.aggressor for s in history) / len(history), 1)
+    defender = round(sum(s.defender for s in history) / len(history), 1)
+    winner = "aggressor" if aggressor > defender else "defender" if defender > aggressor else "draw"
+    outcome = {
+        "aggressor": "the attacks exposed weaknesses the defence could not cover",
+        "defender": "the document withstood the attacks, which the defence answered from its own text",
+        "draw": "attack and defence cancelled each other out",
+    }[winner]
+    summary = (
+        f"Over {len(history)} round(s), {outcome}. The Aggressor averaged {aggressor:g} and "
+        f"the Defender {defender:g} out of 10."
+    )
+    return FinalVerdict(winner, Scores(aggressor=aggressor, defender=defender), summary)
+
+
+def verdict_reply(prompt: Prompt) -> str:
+    """The answer to the structured verdict request: the JSON object `battles.verdict` asks for."""
+    verdict = final_verdict(prompt)
+    return json.dumps(
+        {
+            "winner": verdict.winner,
+            "aggressor": verdict.scores.aggressor,
+            "defender": verdict.scores.defender,
+            "summary": verdict.summary,
+        }
+    )
 
 
 REPLIES = {Role.AGGRESSOR: aggressor_reply, Role.DEFENDER: defender_reply, Role.MODERATOR: moderator_reply}
 
 
-def reply(messages: Sequence[dict[str, Any]]) -> str:
+def reply(messages: Sequence[dict[str, Any]], *, structured: bool = False) -> str:
+    """The answer to `messages`; `structured` when a JSON answer is asked for (response_format)."""
     prompt = parse_prompt(messages)
+    if structured:
+        return verdict_reply(prompt)
     return REPLIES[Role(prompt.role)](prompt)
 
 

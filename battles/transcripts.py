@@ -55,6 +55,8 @@ def render_markdown(transcript: dict[str, Any]) -> str:
         ]
         if verdict["fallback"]:
             lines += ["", "_Derived: the Moderator's verdict could not be parsed._"]
+        elif verdict.get("source") == "text":
+            lines += ["", "_Read from the Moderator's last turn (no structured verdict)._"]
     usage = transcript["usage"]
     cost = "unknown" if transcript["cost_usd"] is None else f"${transcript['cost_usd']:.6f}"
     lines += [

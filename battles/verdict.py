@@ -1,4 +1,12 @@
-"""Reading scores and the verdict out of the Moderator's free text, robustly and without `eval`.
+"""Reading scores and the verdict out of the Moderator's answers, robustly and without `eval`.
+
+The verdict is asked for twice over. After the last round the Moderator gets a structured request: a
+JSON object matching `VERDICT_SCHEMA` (providers that support it, llama.cpp included, constrain the
+answer to the schema). That answer is read by `parse_structured_verdict` (source "structured"). When
+the request fails or the answer does not hold a complete, valid verdict (weak models, providers
+without structured output), the verdict is read from the WINNER / FINAL SCORES / SUMMARY lines of the
+Moderator's last turn instead (source "text"), and what is missing there is derived (source "rules"
+when nothing could be read at all).
 
 Rules when the Moderator's answer cannot be parsed (the `fallback` flag is then set):
 - final scores missing: the mean of the round scores that were parsed (one decimal), else none;
@@ -15,6 +23,23 @@ from dataclasses import dataclass
 
 MAX_SCORE = 10.0
 MAX_SUMMARY_CHARS = 1200
+# Where a verdict was read from (the `source` of the verdict event).
+STRUCTURED = "structured"
+TEXT = "text"
+RULES = "rules"
+WINNERS = ("aggressor", "defender", "draw")
+
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "winner": {"type": "string", "enum": list(WINNERS)},
+        "aggressor": {"type": "integer", "minimum": 0, "maximum": 10},
+        "defender": {"type": "integer", "minimum": 0, "maximum": 10},
+        "summary": {"type": "string", "maxLength": 600},
+    },
+    "required": ["winner", "aggressor", "defender", "summary"],
+    "additionalProperties": False,
+}
 NO_SUMMARY = "The Moderator gave no summary; the verdict was derived from the round scores."
 
 _NUMBER = r"(\d{1,2}(?:\.\d+)?)(?:\s*/\s*10)?"
@@ -44,10 +69,49 @@ class Verdict:
     scores: Scores | None
     summary: str
     fallback: bool
+    source: str = TEXT  # STRUCTURED, TEXT or RULES
 
     def as_event_data(self) -> dict[str, object]:
         scores = self.scores.as_dict() if self.scores else {"aggressor": None, "defender": None}
-        return {"winner": self.winner, "scores": scores, "summary": self.summary, "fallback": self.fallback}
+        return {
+            "winner": self.winner,
+            "scores": scores,
+            "summary": self.summary,
+            "fallback": self.fallback,
+            "source": self.source,
+        }
+
+
+def parse_structured_verdict(text: str) -> Verdict | None:
+    """The verdict from the answer to the structured request, or None unless it is complete and valid.
+
+    Lenient about wrapping (a code fence, a sentence before the object), strict about the content.
+    """
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        return None
+    try:
+        data = json.loads(text[start : end + 1])
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    lowered = {str(k).lower(): v for k, v in data.items()}
+    winner = str(lowered.get("winner", "")).strip().lower()
+    winner = "draw" if winner == "tie" else winner
+    aggressor, defender = _score(lowered.get("aggressor")), _score(lowered.get("defender"))
+    summary = lowered.get("summary")
+    if winner not in WINNERS or aggressor is None or defender is None:
+        return None
+    if not isinstance(summary, str) or not summary.strip():
+        return None
+    return Verdict(
+        winner=winner,
+        scores=Scores(aggressor=aggressor, defender=defender),
+        summary=_clip(summary),
+        fallback=False,
+        source=STRUCTURED,
+    )
 
 
 def parse_round_scores(text: str) -> Scores | None:
@@ -65,6 +129,7 @@ def parse_verdict(text: str, round_scores: Sequence[Scores | None]) -> Verdict:
     """The final verdict from the last Moderator turn, falling back as the module docstring says."""
     fallback = False
     scores = parse_final_scores(text)
+    read_something = scores is not None
     if scores is None:
         fallback = True
         known = [s for s in round_scores if s is not None]
@@ -78,6 +143,7 @@ def parse_verdict(text: str, round_scores: Sequence[Scores | None]) -> Verdict:
     for winner_match in _WINNER.finditer(text):  # noqa: B007 - the last one wins
         pass
     if winner_match:
+        read_something = True
         winner = winner_match.group(1).lower()
         winner = "draw" if winner == "tie" else winner
     else:
@@ -86,11 +152,18 @@ def parse_verdict(text: str, round_scores: Sequence[Scores | None]) -> Verdict:
 
     summary_match = _SUMMARY.search(text)
     if summary_match and summary_match.group(1).strip():
+        read_something = True
         summary = summary_match.group(1).strip()
     else:
         fallback = True
         summary = _last_paragraph(text) or NO_SUMMARY
-    return Verdict(winner=winner, scores=scores, summary=_clip(summary), fallback=fallback)
+    return Verdict(
+        winner=winner,
+        scores=scores,
+        summary=_clip(summary),
+        fallback=fallback,
+        source=TEXT if read_something else RULES,
+    )
 
 
 def _winner_from(scores: Scores | None) -> str:

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
 from django.db import connections  # noqa: E402
 
-from battles import services  # noqa: E402
+from battles import llm, services  # noqa: E402
 from battles.models import Battle, Document  # noqa: E402
 from tests import live  # noqa: E402
 from tests.openai_server import OpenAIServer  # noqa: E402
@@ -47,6 +47,8 @@ def make_battle(db: None):
 
 @pytest.fixture
 def openai_server() -> Iterator[OpenAIServer]:
+    # A new server may reuse an earlier one's port: what that one accepted says nothing about it.
+    llm.forget_structured_styles()
     with OpenAIServer() as server:
         yield server
 

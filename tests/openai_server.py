@@ -68,7 +68,7 @@ def _split_words(text: str) -> list[str]:
     return re.findall(r"\s*\S+\s*|\s+", text) if text else []
 
 
-def _count_prompt_tokens(body: dict[str, Any]) -> int:
+def count_prompt_tokens(body: dict[str, Any]) -> int:
     """A rough, deterministic prompt token count (words plus a little per-message overhead)."""
     total = 0
     for message in body.get("messages") or []:
@@ -144,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return
         pieces = _split_words(script.text)
-        prompt_tokens = _count_prompt_tokens(body)
+        prompt_tokens = count_prompt_tokens(body)
         self._send_json(
             200,
             {
@@ -225,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._event(chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]))
             stream_options = body.get("stream_options") or {}
             if script.usage and stream_options.get("include_usage"):
-                prompt_tokens = _count_prompt_tokens(body)
+                prompt_tokens = count_prompt_tokens(body)
                 usage = {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,

@@ -13,7 +13,9 @@ from battles.engine import run_battle
 from battles.events import RecordedEvent
 from battles.exceptions import BattleStateError
 from battles.models import Battle, Event, Turn
+from battles.verdict import VERDICT_SCHEMA
 from tests.conftest import ESSAY
+from tests.openai_server import Script, count_prompt_tokens
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,9 +84,11 @@ async def test_a_battle_runs_to_a_verdict_and_the_log_is_complete(make_battle) -
     assert [t.content for t in turns] == [c["content"] for c in completed]
     assert all(t.status == Turn.Status.COMPLETED and t.finished_at for t in turns)
 
-    usage = log[-1].data["usage"]
-    assert usage["prompt_tokens"] == sum(c["usage"]["prompt_tokens"] for c in completed) > 0
-    assert usage["completion_tokens"] == sum(c["usage"]["completion_tokens"] for c in completed) > 0
+    # The totals are every turn's usage plus the structured verdict request's.
+    usage, verdict_usage = log[-1].data["usage"], log[-2].data["usage"]
+    assert verdict_usage["prompt_tokens"] > 0 and verdict_usage["completion_tokens"] > 0
+    for kind in ("prompt_tokens", "completion_tokens"):
+        assert usage[kind] == sum(c["usage"][kind] for c in completed) + verdict_usage[kind]
     assert (finished.prompt_tokens, finished.completion_tokens) == (
         usage["prompt_tokens"],
         usage["completion_tokens"],
@@ -94,6 +98,7 @@ async def test_a_battle_runs_to_a_verdict_and_the_log_is_complete(make_battle) -
 
     verdict = log[-2].data
     assert verdict["fallback"] is False
+    assert verdict["source"] == "structured" == finished.verdict_source
     assert verdict["winner"] == finished.winner
     assert verdict["scores"] == {"aggressor": finished.aggressor_score, "defender": finished.defender_score}
     assert verdict["summary"] == finished.summary
@@ -161,8 +166,10 @@ def assert_nothing_leaks(battle: Battle, log: list[RecordedEvent]) -> None:
     assert all(SECRET not in str(e.data) for e in log)
 
 
+STRUCTURED_ANSWER = '{"winner": "defender", "aggressor": 5, "defender": 8, "summary": "The survey held."}'
+
+
 async def test_a_battle_streams_through_a_real_http_provider(make_battle, provider) -> None:
-    from tests.openai_server import Script
 
     provider.queue(
         Script(text="I attack the claim that tests always pay."),
@@ -171,6 +178,8 @@ async def test_a_battle_streams_through_a_real_http_provider(make_battle, provid
             text="SCORES: aggressor=6 defender=7\nWINNER: defender\nFINAL SCORES: aggressor=6 defender=7\n"
             "SUMMARY: The survey carried the day."
         ),
+        # The structured verdict request, answered as a model bound by the schema would.
+        Script(text=STRUCTURED_ANSWER),
     )
     battle = await make_http_battle(make_battle)
 
@@ -181,12 +190,23 @@ async def test_a_battle_streams_through_a_real_http_provider(make_battle, provid
     completed = [e.data for e in log if e.type == events.TURN_COMPLETED]
     assert completed[1]["content"] == "They do, as the survey shows."
     assert completed[2]["scores"] == {"aggressor": 6.0, "defender": 7.0}
+    verdict_request = provider.requests[3]
     assert log[-2].data == {
         "winner": "defender",
-        "scores": {"aggressor": 6.0, "defender": 7.0},
-        "summary": "The survey carried the day.",
+        "scores": {"aggressor": 5.0, "defender": 8.0},
+        "summary": "The survey held.",
         "fallback": False,
+        "source": "structured",
+        # The fake server reports usage as words plus overhead: this is the provider's count.
+        "usage": {
+            "prompt_tokens": count_prompt_tokens(verdict_request),
+            "completion_tokens": len(STRUCTURED_ANSWER.split()),
+        },
     }
+    assert verdict_request["response_format"]["type"] == "json_schema"
+    assert verdict_request["response_format"]["json_schema"]["schema"] == VERDICT_SCHEMA
+    assert "You are the Moderator" in verdict_request["messages"][0]["content"]
+    assert "SUMMARY: The survey carried the day." in verdict_request["messages"][1]["content"]
     # Usage is the provider's own (the fake server reports words + overhead, not litellm's estimate).
     assert completed[1]["usage"]["completion_tokens"] == 6
     assert log[-1].data["cost_usd"] is None  # no price is known for this model
@@ -201,10 +221,48 @@ async def test_a_battle_streams_through_a_real_http_provider(make_battle, provid
     assert "Automated tests always pay for themselves" in request["messages"][1]["content"]
 
 
+UNSUPPORTED = Script(status=400, error_message="response_format is not supported")
+OUT_OF_RANGE = '{"winner": "defender", "aggressor": 15, "defender": 8, "summary": "s"}'
+
+
+@pytest.mark.parametrize(
+    ("answers", "styles"),
+    [
+        ([Script(text="I think the defender won, more or less.")], ["json_schema"]),  # not JSON
+        ([Script(text=OUT_OF_RANGE)], ["json_schema"]),
+        (
+            [Script(text='{"winner": "defender", "aggressor": 5, "defen', break_after=6, break_clean=True)],
+            ["json_schema"],  # cut off while answering: not asked again
+        ),
+        ([UNSUPPORTED, UNSUPPORTED], ["json_schema", "json_object"]),  # refused both ways
+    ],
+    ids=["prose", "out-of-range", "cut-off", "unsupported"],
+)
+async def test_without_a_usable_structured_verdict_it_is_read_from_the_last_turn(
+    make_battle, provider, answers, styles
+) -> None:
+    provider.queue(
+        Script(text="An attack."),
+        Script(text="A defence."),
+        Script(text="SCORES: aggressor=6 defender=7\nWINNER: defender\nFINAL SCORES: aggressor=6 defender=7"),
+        *answers,
+    )
+    battle = await make_http_battle(make_battle)
+
+    finished, _, log = await run(battle)
+
+    assert finished.status == Battle.Status.FINISHED
+    assert [r["response_format"]["type"] for r in provider.requests[3:]] == styles
+    verdict = log[-2].data
+    assert (verdict["winner"], verdict["scores"]) == ("defender", {"aggressor": 6.0, "defender": 7.0})
+    # No SUMMARY line: that part is derived, and the verdict says so.
+    assert (verdict["source"], verdict["fallback"]) == ("text", True)
+    assert (finished.verdict_source, finished.verdict_fallback) == ("text", True)
+
+
 async def test_a_stream_cut_off_mid_turn_fails_the_battle_and_keeps_the_partial_text(
     make_battle, provider
 ) -> None:
-    from tests.openai_server import Script
 
     provider.queue(Script(text="A complete attack."), Script(text="One two three four five", break_after=3))
     battle = await make_http_battle(make_battle)
@@ -230,7 +288,6 @@ async def test_a_stream_cut_off_mid_turn_fails_the_battle_and_keeps_the_partial_
 
 
 async def test_a_stream_with_no_content_at_all_counts_as_cut_off(make_battle, provider) -> None:
-    from tests.openai_server import Script
 
     provider.queue(Script(break_after=0, break_clean=True))
     battle = await make_http_battle(make_battle)
@@ -253,7 +310,6 @@ async def test_a_stream_with_no_content_at_all_counts_as_cut_off(make_battle, pr
 async def test_provider_errors_end_the_battle_with_a_readable_secret_free_message(
     make_battle, provider, status: int, message: str, retryable: bool
 ) -> None:
-    from tests.openai_server import Script
 
     provider.queue(Script(status=status))
     battle = await make_http_battle(make_battle)
@@ -267,7 +323,6 @@ async def test_provider_errors_end_the_battle_with_a_readable_secret_free_messag
 
 
 async def test_transient_errors_before_the_first_token_are_retried(make_battle, provider, settings) -> None:
-    from tests.openai_server import Script
 
     settings.ARENA_PROVIDER_RETRIES = 1
     provider.queue(Script(status=429), Script(text="Second time lucky."))
@@ -277,14 +332,13 @@ async def test_transient_errors_before_the_first_token_are_retried(make_battle, 
 
     first = next(e.data for e in log if e.type == events.TURN_COMPLETED)
     assert first["content"] == "Second time lucky."
-    assert len(provider.requests) == 4  # the 429, its retry, then the next two turns
+    assert len(provider.requests) == 5  # the 429, its retry, the next two turns, the verdict request
 
 
 @pytest.mark.parametrize("stall_after, partial", [(0, ""), (2, "Words then ")])
 async def test_a_silent_provider_times_out(
     make_battle, provider, settings, stall_after: int, partial: str
 ) -> None:
-    from tests.openai_server import Script
 
     settings.ARENA_FIRST_TOKEN_TIMEOUT_SECONDS = 0.5
     settings.ARENA_IDLE_TIMEOUT_SECONDS = 0.5
@@ -316,7 +370,6 @@ async def test_a_document_too_long_for_the_context_is_truncated_with_a_note(
 
 
 async def test_half_an_emoji_from_a_provider_is_replaced_not_fatal(make_battle, provider) -> None:
-    from tests.openai_server import Script
 
     provider.queue(
         Script(text="I attack \ud83d here."),
@@ -331,3 +384,22 @@ async def test_half_an_emoji_from_a_provider_is_replaced_not_fatal(make_battle, 
     assert_log_invariants(log, rounds=1)
     first = next(e.data for e in log if e.type == events.TURN_COMPLETED)
     assert first["content"] == "I attack \ufffd here."
+
+
+async def test_a_provider_that_refuses_json_schema_is_asked_in_json_mode_from_then_on(
+    make_battle, provider
+) -> None:
+    """llama-cpp-python's server rejects OpenAI's json_schema but enforces JSON mode with a schema."""
+    turns = [Script(text="An attack."), Script(text="A defence."), Script(text="SCORES: aggressor=6")]
+    answer = Script(text=STRUCTURED_ANSWER)
+    provider.queue(*turns, UNSUPPORTED, answer, *turns, answer)
+
+    first, _, first_log = await run(await make_http_battle(make_battle))
+    second, _, second_log = await run(await make_http_battle(make_battle))
+
+    for finished, log in ((first, first_log), (second, second_log)):
+        assert finished.status == Battle.Status.FINISHED
+        assert (log[-2].data["source"], log[-2].data["winner"]) == ("structured", "defender")
+    formats = [r["response_format"] for r in provider.requests if "response_format" in r]
+    assert [f["type"] for f in formats] == ["json_schema", "json_object", "json_object"]
+    assert formats[1]["schema"] == VERDICT_SCHEMA

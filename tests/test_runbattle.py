@@ -141,7 +141,7 @@ def test_role_models_can_be_chosen(arena_env: dict[str, str], essay: Path) -> No
         {"role": "defender", "model": "openai/other"},
         {"role": "moderator", "model": "openai/fake"},
     ]
-    assert [r["model"] for r in server.requests] == ["fake", "other", "fake"]
+    assert [r["model"] for r in server.requests] == ["fake", "other", "fake", "fake"]  # + the verdict
 
 
 def test_a_failing_provider_exits_1_with_battle_failed(arena_env: dict[str, str], essay: Path) -> None:

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from battles.verdict import NO_SUMMARY, Scores, parse_final_scores, parse_round_scores, parse_verdict
+from battles.verdict import (
+    NO_SUMMARY,
+    Scores,
+    parse_final_scores,
+    parse_round_scores,
+    parse_structured_verdict,
+    parse_verdict,
+)
 
 
 @pytest.mark.parametrize(
@@ -59,6 +66,7 @@ def test_a_well_formed_verdict_is_taken_as_given() -> None:
         "scores": {"aggressor": 6.3, "defender": 6.7},
         "summary": "The defence answered every attack with the document's own words.",
         "fallback": False,
+        "source": "text",
     }
 
 
@@ -103,3 +111,42 @@ def test_summary_is_clipped() -> None:
     )
     assert len(verdict.summary) <= 1200
     assert verdict.summary.endswith("…")
+
+
+def test_nothing_readable_is_derived_by_the_rules() -> None:
+    verdict = parse_verdict("I cannot decide.", [Scores(8, 5)])
+    assert (verdict.source, verdict.fallback, verdict.winner) == ("rules", True, "aggressor")
+
+
+def test_a_structured_verdict_is_read_from_json() -> None:
+    verdict = parse_structured_verdict(
+        'Here it is:\n```json\n{"Winner": "Aggressor", "aggressor": 7, "defender": 4.5, '
+        '"summary": "  The attack  landed. "}\n```'
+    )
+    assert verdict is not None
+    assert verdict.as_event_data() == {
+        "winner": "aggressor",
+        "scores": {"aggressor": 7.0, "defender": 4.5},
+        "summary": "The attack landed.",
+        "fallback": False,
+        "source": "structured",
+    }
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "",
+        "The defender won.",
+        '{"winner": "defender", "aggressor": 5, "defender": 8',  # cut off
+        '{"winner": "nobody", "aggressor": 5, "defender": 8, "summary": "s"}',
+        '{"winner": "defender", "aggressor": 11, "defender": 8, "summary": "s"}',
+        '{"winner": "defender", "aggressor": "five", "defender": 8, "summary": "s"}',
+        '{"winner": "defender", "aggressor": true, "defender": 8, "summary": "s"}',
+        '{"winner": "defender", "aggressor": 5, "defender": 8, "summary": "  "}',
+        '{"winner": "defender", "aggressor": 5, "defender": 8}',
+        '["defender", 5, 8, "s"]',
+    ],
+)
+def test_an_incomplete_or_invalid_structured_verdict_is_refused(answer: str) -> None:
+    assert parse_structured_verdict(answer) is None
