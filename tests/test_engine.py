@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 from asgiref.sync import sync_to_async
 
-from battles import events
+from battles import events, llm
 from battles.engine import run_battle
 from battles.events import RecordedEvent
 from battles.exceptions import BattleStateError
@@ -356,7 +356,7 @@ async def test_a_silent_provider_times_out(
 async def test_a_document_too_long_for_the_context_is_truncated_with_a_note(
     make_battle, provider, settings
 ) -> None:
-    settings.ARENA_DEFAULT_CONTEXT_TOKENS = 2000
+    settings.ARENA_DEFAULT_CONTEXT_TOKENS = 10_000
     long_text = "\n".join(f"Sentence number {i} makes a claim about testing." for i in range(2000))
     battle = await make_http_battle(make_battle, text=long_text, name="long.txt")
 
@@ -367,6 +367,10 @@ async def test_a_document_too_long_for_the_context_is_truncated_with_a_note(
     assert "[Truncated: the document is" in user_message
     assert "Sentence number 0 makes" in user_message
     assert "Sentence number 1999 makes" not in user_message
+    # An unmapped model's tokens are counted with another tokenizer: a fifth of its context is slack.
+    for request in provider.requests:
+        prompt = llm.count_message_tokens("openai/fake", request["messages"])
+        assert prompt + request["max_tokens"] <= 0.8 * 10_000
 
 
 async def test_half_an_emoji_from_a_provider_is_replaced_not_fatal(make_battle, provider) -> None:
