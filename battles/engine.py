@@ -47,7 +47,8 @@ Listener = Callable[[Sequence[RecordedEvent]], None]
 INTERNAL_ERROR = "The battle stopped because of an internal error."
 # A turn is not worth starting with fewer tokens than this left in the battle's budget.
 MIN_TURN_TOKENS = 32
-# The structured verdict is a short JSON object (its summary is capped at 600 characters).
+# The structured verdict is a short JSON object (its summary is capped at 600 characters). It is not
+# a turn: ARENA_MAX_TOKENS_PER_TURN does not apply, the battle's token budget does.
 VERDICT_MAX_TOKENS = 300
 
 
@@ -380,8 +381,8 @@ class BattleRun:
             count_tokens=lambda text: llm.count_tokens(endpoint.model, text),
         )
         try:
-            affordable = await sync_to_async(self._affordable_tokens, thread_sensitive=False)(
-                endpoint, messages
+            max_tokens = await sync_to_async(self._affordable_tokens, thread_sensitive=False)(
+                endpoint, messages, cap=VERDICT_MAX_TOKENS
             )
         except BudgetExhausted:
             return from_text, llm.Usage()
@@ -389,7 +390,7 @@ class BattleRun:
             stream = llm.ReplyStream(
                 endpoint,
                 messages,
-                max_tokens=min(affordable, VERDICT_MAX_TOKENS),
+                max_tokens=max_tokens,
                 json_schema=VERDICT_SCHEMA,
                 json_style=style,
             )
@@ -485,7 +486,9 @@ class BattleRun:
             max_tokens_per_turn=self.max_tokens,
             count_tokens=lambda text: llm.count_tokens(endpoint.model, text),
         )
-        max_tokens = await sync_to_async(self._affordable_tokens, thread_sensitive=False)(endpoint, messages)
+        max_tokens = await sync_to_async(self._affordable_tokens, thread_sensitive=False)(
+            endpoint, messages, cap=self.max_tokens
+        )
         battle = self.battle
         self.turn_under_way, self.content = index, ""
         await self.log.emit(
@@ -540,13 +543,14 @@ class BattleRun:
         cost = llm.cost_usd(endpoint, usage)
         self.cost = None if self.cost is None or cost is None else self.cost + cost
 
-    def _affordable_tokens(self, endpoint: llm.Endpoint, messages: list[dict[str, str]]) -> int:
-        """The answer's max_tokens within what is left of the battle's budget; raises BudgetExhausted."""
+    def _affordable_tokens(self, endpoint: llm.Endpoint, messages: list[dict[str, str]], *, cap: int) -> int:
+        """The answer's max_tokens (at most `cap`) within what is left of the battle's budget; raises
+        BudgetExhausted."""
         left = settings.ARENA_MAX_TOKENS_PER_BATTLE - self.prompt_tokens - self.completion_tokens
         left -= llm.count_message_tokens(endpoint.model, messages)
         if left < MIN_TURN_TOKENS:
             raise BudgetExhausted
-        return min(self.max_tokens, left)
+        return min(cap, left)
 
     async def _fail(self, error: str, *, retryable: bool) -> None:
         """End the battle as failed; everything already streamed stays in the log."""

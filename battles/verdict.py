@@ -35,7 +35,7 @@ VERDICT_SCHEMA = {
         "winner": {"type": "string", "enum": list(WINNERS)},
         "aggressor": {"type": "integer", "minimum": 0, "maximum": 10},
         "defender": {"type": "integer", "minimum": 0, "maximum": 10},
-        "summary": {"type": "string", "maxLength": 600},
+        "summary": {"type": "string", "minLength": 1, "maxLength": 600},
     },
     "required": ["winner", "aggressor", "defender", "summary"],
     "additionalProperties": False,

@@ -124,7 +124,7 @@ async def test_a_battle_runs_only_once(make_battle) -> None:
     assert await Event.objects.filter(battle=battle, type=events.BATTLE_STARTED).acount() == 1
 
 
-async def test_turns_are_capped_by_max_tokens_and_the_verdict_falls_back(make_battle, settings) -> None:
+async def test_turns_are_capped_by_max_tokens_but_not_the_verdict_request(make_battle, settings) -> None:
     settings.ARENA_MAX_TOKENS_PER_TURN = 5
     battle = await sync_to_async(make_battle)(rounds=1)
 
@@ -136,11 +136,11 @@ async def test_turns_are_capped_by_max_tokens_and_the_verdict_falls_back(make_ba
         if e.type == events.TOKEN:
             tokens_per_turn[e.data["turn"]] += 1
     assert set(tokens_per_turn.values()) == {5}
-    # Five words of the Moderator carry no verdict: the documented fallback applies and says so.
+    # The verdict is no turn: its structured request is not capped to five tokens, and it holds.
     verdict = log[-2].data
-    assert verdict["fallback"] is True
-    assert verdict["winner"] == "draw"
-    assert finished.verdict_fallback is True
+    assert (verdict["source"], verdict["fallback"]) == ("structured", False)
+    assert verdict["usage"]["completion_tokens"] > 5
+    assert finished.verdict_fallback is False
 
 
 # --- The real litellm HTTP path, against an OpenAI-compatible server on 127.0.0.1 --------------------
