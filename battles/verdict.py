@@ -29,12 +29,14 @@ TEXT = "text"
 RULES = "rules"
 WINNERS = ("aggressor", "defender", "draw")
 
+# Scores as an enum rather than minimum/maximum: llama.cpp's grammar enforces enums, not ranges.
+_SCORE_SCHEMA = {"type": "integer", "enum": list(range(int(MAX_SCORE) + 1))}
 VERDICT_SCHEMA = {
     "type": "object",
     "properties": {
         "winner": {"type": "string", "enum": list(WINNERS)},
-        "aggressor": {"type": "integer", "minimum": 0, "maximum": 10},
-        "defender": {"type": "integer", "minimum": 0, "maximum": 10},
+        "aggressor": _SCORE_SCHEMA,
+        "defender": _SCORE_SCHEMA,
         "summary": {"type": "string", "minLength": 1, "maxLength": 600},
     },
     "required": ["winner", "aggressor", "defender", "summary"],
@@ -91,7 +93,8 @@ def parse_structured_verdict(text: str) -> Verdict | None:
     if start < 0 or end < start:
         return None
     try:
-        data = json.loads(text[start : end + 1])
+        # strict=False: small models put raw line breaks inside strings, which JSON does not allow.
+        data = json.loads(text[start : end + 1], strict=False)
     except ValueError:
         return None
     if not isinstance(data, dict):

@@ -118,6 +118,12 @@ def test_nothing_readable_is_derived_by_the_rules() -> None:
     assert (verdict.source, verdict.fallback, verdict.winner) == ("rules", True, "aggressor")
 
 
+def test_a_line_break_inside_the_summary_is_tolerated() -> None:
+    answer = '{"winner": "draw", "aggressor": 5, "defender": 5, "summary": "Even.\nQuite."}'
+    verdict = parse_structured_verdict(answer)
+    assert verdict is not None and verdict.summary == "Even. Quite."
+
+
 def test_a_structured_verdict_is_read_from_json() -> None:
     verdict = parse_structured_verdict(
         'Here it is:\n```json\n{"Winner": "Aggressor", "aggressor": 7, "defender": 4.5, '
