@@ -21,7 +21,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGG
 # The wheel is built once per version and flags, and kept outside the checkout (CI reuses it).
 LLAMA_WHEELS ?= $(HOME)/.cache/boss-battle-arena/llama-cpp-python-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 
-.PHONY: setup migrate run test test-postgres lint format clean llm llm-install
+.PHONY: setup migrate run test test-postgres lint format clean llm llm-install bench-llm
 
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ llm: $(LLM_INSTALLED)
 	@echo "Then, in another terminal, run every battle on it with:"
 	@echo "  ARENA_MODEL=openai/smollm2 ARENA_API_BASE=http://$(LLM_HOST):$(LLM_PORT)/v1 ARENA_DEFAULT_CONTEXT_TOKENS=$(LLM_CONTEXT) make run"
 	$(PY) -m battles.localmodel --host $(LLM_HOST) --port $(LLM_PORT) --context $(LLM_CONTEXT)
+
+# Measure the local model's time to first token and generation speed into docs/localmodel.md.
+bench-llm: $(LLM_INSTALLED)
+	$(PY) -m bench.localmodel
 
 # Lint, the whole suite on SQLite, then the whole suite again on PostgreSQL.
 test: setup
