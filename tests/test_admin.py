@@ -44,6 +44,7 @@ def finished_battle(make_battle) -> Battle:
         defender_score=5,
         summary="s",
         verdict_fallback=True,
+        verdict_source="rules",
         prompt_tokens=10,
         completion_tokens=5,
         cost_usd=None,

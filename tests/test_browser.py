@@ -169,6 +169,32 @@ def test_a_failed_battle_offers_retry(page: Page, server: LiveServer, provider: 
     )
 
 
+def test_the_page_says_the_verdict_is_coming_while_the_moderator_writes_it(
+    page: Page, server: LiveServer, provider: OpenAIServer
+) -> None:
+    last_turn = "SCORES: aggressor=3 defender=4\nWINNER: defender\nFINAL SCORES: aggressor=3 defender=4"
+    # The structured verdict request hangs until released.
+    provider.queue(
+        Script(text="Attack."),
+        Script(text="Defence."),
+        Script(text=last_turn),
+        Script(stall_after=0, stall_headers=True),
+    )
+    battle_id = server.create_battle(ESSAY, rounds=1, **{f"{role}_model": "openai/fake" for role in ROLES})
+
+    page.goto(f"{server.url}/battles/{battle_id}/")
+
+    expect(page.locator("#verdict-pending")).to_be_visible(timeout=BATTLE_TIMEOUT_MS)
+    expect(page.locator("#verdict")).to_be_hidden()
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "live")
+    provider.release_stalls()
+    expect(page.locator("#connection-status")).to_have_attribute(
+        "data-state", "finished", timeout=BATTLE_TIMEOUT_MS
+    )
+    expect(page.locator("#verdict-pending")).to_be_hidden()
+    expect(page.locator("#verdict-winner")).to_contain_text("Defender wins")
+
+
 def test_the_page_reconnects_when_the_stream_drops_and_ends_complete(page: Page, server: LiveServer) -> None:
     proxy = CuttableProxy(server.port)
     try:

@@ -44,6 +44,7 @@
     verdictWinner: $("verdict-winner"),
     verdictSummary: $("verdict-summary"),
     verdictFallback: $("verdict-fallback"),
+    verdictPending: $("verdict-pending"),
     failure: $("failure"),
     errorMessage: $("error-message"),
     retryForm: $("retry-form"),
@@ -322,6 +323,8 @@
       t.article.classList.remove("running");
       t.article.classList.add("completed");
       stopSpeaking(role);
+      // After the last turn the verdict is asked for separately, which takes a moment: say so.
+      if (role === "moderator" && rounds > 0 && t.round >= rounds && !verdictShown) els.verdictPending.hidden = false;
       if (data.scores && typeof data.scores === "object") {
         addChip(t, "turn-chip-scores", `A ${formatScore(data.scores.aggressor)} : D ${formatScore(data.scores.defender)}`);
         recordRoundScores(t.round, { aggressor: data.scores.aggressor, defender: data.scores.defender });
@@ -341,6 +344,7 @@
 
     verdict(data) {
       verdictShown = true;
+      els.verdictPending.hidden = true;
       const winner = String(data.winner || "");
       els.verdictWinner.textContent = WINNER_TEXT[winner] || "No winner";
       els.verdictSummary.textContent = typeof data.summary === "string" ? data.summary : "";
@@ -366,6 +370,7 @@
 
     "battle.failed"(data) {
       flush();
+      els.verdictPending.hidden = true;
       for (const t of turns.values()) {
         if (!t.completed) {
           t.article.classList.remove("running");
@@ -598,6 +603,7 @@
     verdictShown = false;
     showScores(null, null, "No scores yet");
     els.verdict.hidden = true;
+    els.verdictPending.hidden = true;
     for (const w of Object.keys(WINNER_TEXT)) els.verdict.classList.remove(`verdict-${w}`);
     els.verdictWinner.textContent = "";
     els.verdictSummary.textContent = "";
