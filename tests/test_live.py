@@ -114,7 +114,7 @@ async def test_the_model_is_called_once_per_turn_however_many_watch(
 
     results = await asyncio.gather(*(spectate(server, battle_id) for _ in range(8)))
 
-    assert len(provider.requests) - before == 3
+    assert len(provider.requests) - before == 4  # three turns and the verdict request
     stored = server.stored_log(battle_id)
     assert all(logged(messages) == stored for messages, _, _ in results)
     assert [d["content"] for _, t, d in stored if t == "turn.completed"] == [
