@@ -39,6 +39,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path, *, timeout: float) -> None:
+    """Return once `url` answers 200; RuntimeError (with the process's log) if the process exits
+    or `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited: {log.read_text()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)  # readiness poll, bounded by the deadline
+    raise RuntimeError(f"{process.args[:3]} did not start: {log.read_text()}")
+
+
 def base_env() -> dict[str, str]:
     return {
         **os.environ,
@@ -227,17 +242,12 @@ class LiveServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited: {self.log.read_text()}")
-            try:
-                if httpx.get(self.url + "/", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.1)  # readiness poll, bounded by the deadline
-        self.stop()
-        raise RuntimeError(f"daphne did not start: {self.log.read_text()}")
+        try:
+            wait_until_serving(self.process, self.url + "/", self.log, timeout=START_TIMEOUT_SECONDS)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         """Terminate it if it runs (kill it when it does not exit in time). Safe to call twice."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 
 from battles import events, localmodel
 from tests.conftest import ESSAY
-from tests.live import LiveDatabase, LiveServer, free_port
+from tests.live import LiveDatabase, LiveServer, free_port, wait_until_serving
 from tests.sse_client import Message, Parser
 
 pytestmark = [pytest.mark.llm, pytest.mark.e2e]
@@ -54,17 +53,14 @@ class ModelServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the model server exited: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.api_base}/models", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.2)  # readiness poll, bounded by the deadline
-        self.stop()
-        raise RuntimeError(f"the model server did not start: {self.log.read_text()}")
+        try:
+            wait_until_serving(
+                self.process, f"{self.api_base}/models", self.log, timeout=SERVER_START_TIMEOUT_SECONDS
+            )
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
