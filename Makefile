@@ -9,7 +9,7 @@ PORT ?= 8000
 # creates its databases there (test_arena_<pid>, test_arena_<pid>_live…) and drops them at the end.
 export TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: setup migrate run test test-postgres lint format clean
+.PHONY: setup migrate run test test-postgres lint format clean bench
 
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,15 @@ format: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The performance benchmark (bench/run.py): the arena and the sse-starlette peer side by side, from
+# 100 to 5,000 spectators; writes docs/benchmarks.{md,json} and docs/benchmarks-p99.png. About ten
+# minutes. Not a test: `make test` runs only its smoke test (tests/test_bench_smoke.py).
+BENCH_INSTALLED := $(VENV)/.bench-installed
+
+$(BENCH_INSTALLED): bench/requirements.txt $(INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $(BENCH_INSTALLED)
+
+bench: $(BENCH_INSTALLED)
+	$(PY) -m bench.run
