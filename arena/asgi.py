@@ -7,7 +7,7 @@ import os
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 
-from arena.middleware import RequestBodyLimit
+from arena.middleware import RequestBodyLimit, StreamsShareOneThread
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena.settings")
 
@@ -17,6 +17,10 @@ django_application = get_asgi_application()
 REQUEST_BODY_LIMIT = settings.ARENA_MAX_UPLOAD_BYTES + 1024 * 1024
 
 # Imported once Django is set up: the sweep and graceful shutdown start with the first connection.
+from battles import views  # noqa: E402
 from battles.supervisor import Supervised  # noqa: E402
 
-application = RequestBodyLimit(Supervised(django_application), limit=REQUEST_BODY_LIMIT)
+application = RequestBodyLimit(
+    Supervised(StreamsShareOneThread(django_application, views=frozenset({views.events}))),
+    limit=REQUEST_BODY_LIMIT,
+)
