@@ -161,15 +161,18 @@ async def measure(step: Step) -> dict[str, Any]:
     spectators: list[Spectator] = []
     errors: list[str] = []
     connect_slots = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    connect_times: list[float] = []  # seconds from connecting to the response's headers
 
     async def connect() -> Spectator | None:
         spectator = Spectator(request, recording)
         spectators.append(spectator)
         async with connect_slots:
+            began = time.monotonic()
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
                     await loop.create_connection(lambda: spectator, step.host, step.port)
                     await spectator.ready
+                    connect_times.append(time.monotonic() - began)
             except (OSError, TimeoutError) as exc:
                 spectator.error = spectator.error or f"{type(exc).__name__}: {exc}"
                 errors.append(spectator.error)
@@ -224,6 +227,8 @@ async def measure(step: Step) -> dict[str, Any]:
         connect_errors=len(errors),
         error_examples=sorted(set(errors))[:3],
         connect_seconds=round(connect_seconds, 2),
+        connect_ms_p50=_ms(1e9 * _percentile(sorted(connect_times), 0.5)) if connect_times else None,
+        connect_ms_p99=_ms(1e9 * _percentile(sorted(connect_times), 0.99)) if connect_times else None,
         window_seconds=round(seconds, 3),
         server_cpu_percent=_percent(sum(server_cpu1) - sum(server_cpu0), seconds)
         if step.server_pid

@@ -7,6 +7,7 @@ import threading
 import uuid
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.test import AsyncClient, Client
 
 from arena.middleware import StreamsShareOneThread
 from battles import views
@@ -45,3 +46,19 @@ async def test_other_requests_keep_a_thread_each() -> None:
 
     assert all(len(threads) == 1 and shared not in threads for threads in pages)
     assert len(set.union(*pages)) == 3  # a thread per request, as Django does it
+
+
+def test_static_files_are_served_by_the_sync_handler(client: Client) -> None:
+    response = client.get("/static/battles/arena.js")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/javascript")
+    assert b"EventSource" in b"".join(response.streaming_content)
+
+
+async def test_static_files_and_pages_go_through_the_async_handler(async_client: AsyncClient) -> None:
+    static = await async_client.get("/static/battles/arena.css")
+    missing = await async_client.get("/static/battles/nothing-here.css")
+
+    assert static.status_code == 200 and static["Content-Type"].startswith("text/css")
+    assert missing.status_code == 404
