@@ -65,6 +65,8 @@ def register() -> None:
                 "max_tokens": MAX_OUTPUT_TOKENS,
                 "input_cost_per_token": 0.0,
                 "output_cost_per_token": 0.0,
+                "cache_creation_input_token_cost": 0.0,
+                "cache_read_input_token_cost": 0.0,
             }
         }
     )
