@@ -7,9 +7,9 @@ while live, and one that falls more than ARENA_SSE_MAX_LAG_EVENTS behind is disc
 reconnects with Last-Event-ID and catches up). A spectator drains everything new as one write.
 
 Spectators are woken in waves (`battles.wakeups`): with few of them every committed batch is written
-at once; with thousands, a wave takes as long as thousands of writes, and the next waits as long
-again (at most ARENA_SSE_COALESCE_MAX_MS), so each write carries more frames and the process keeps
-time for the battle itself. Frames, ids and their order never change: only how many go in one write.
+at once; with thousands, a wave takes as long as thousands of writes, and the next waits half as
+long again (at most ARENA_SSE_COALESCE_MAX_MS), so each write carries more frames and the process
+keeps time for the battle itself. Frames, ids and their order never change: only how many go in one write.
 
 A channel is fed by one of two producers:
 - the engine, when this process runs the battle: it claimed the pending battle (the first spectator
