@@ -52,6 +52,10 @@ SPECTATORS_EVENT = "spectators"
 SPECTATOR_COUNT_INTERVAL_SECONDS = 1.0
 # How often a queued battle (the arena is full) checks for a free slot.
 QUEUE_POLL_SECONDS = 1.0
+# The most frames in one write: a spectator joining a long battle catches up in chunks of some
+# tens of kilobytes rather than one of megabytes (thousands joining at once made hundreds of
+# megabytes of short-lived chunks, which the allocator then kept).
+CATCH_UP_FRAMES = 256
 # Events read per query when replaying a stored log.
 REPLAY_PAGE_SIZE = 1000
 # A battle followed from elsewhere has its runner's lease checked at most this often.
@@ -311,10 +315,10 @@ async def _follow(channel: Channel, *, after: int, deadline: float = math.inf) -
             if caught_up and channel.last_seq - position > settings.ARENA_SSE_MAX_LAG_EVENTS:
                 logger.info("Disconnecting a spectator of battle %s: too far behind", channel.battle_id)
                 return
-            end = channel.last_seq
+            end = min(channel.last_seq, position + CATCH_UP_FRAMES)
             parts.extend(channel.frames[position:end])
             position = end
-        caught_up = True
+        caught_up = caught_up or position == channel.last_seq
         if parts:
             yield b"".join(parts)
             continue  # more may have come while the write was under way
