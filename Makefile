@@ -21,7 +21,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGG
 # The wheel is built once per version and flags, and kept outside the checkout (CI reuses it).
 LLAMA_WHEELS ?= $(HOME)/.cache/boss-battle-arena/llama-cpp-python-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 
-.PHONY: setup migrate run test test-postgres lint format clean llm llm-install bench-llm
+.PHONY: setup migrate run test test-postgres lint format clean llm llm-install bench-llm bench
 
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -95,3 +95,15 @@ format: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The performance benchmark (bench/run.py): the arena and the sse-starlette peer side by side, from
+# 100 to 5,000 spectators; writes docs/benchmarks.{md,json} and docs/benchmarks-p99.png. About ten
+# minutes. Not a test: `make test` runs only its smoke test (tests/test_bench_smoke.py).
+BENCH_INSTALLED := $(VENV)/.bench-installed
+
+$(BENCH_INSTALLED): bench/requirements.txt $(INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $(BENCH_INSTALLED)
+
+bench: $(BENCH_INSTALLED)
+	$(PY) -m bench.run

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 
-from arena.middleware import RequestBodyLimit
+from arena.middleware import RequestBodyLimit, StreamsShareOneThread
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena.settings")
 
@@ -17,6 +18,19 @@ django_application = get_asgi_application()
 REQUEST_BODY_LIMIT = settings.ARENA_MAX_UPLOAD_BYTES + 1024 * 1024
 
 # Imported once Django is set up: the sweep and graceful shutdown start with the first connection.
+from battles import views  # noqa: E402
 from battles.supervisor import Supervised  # noqa: E402
 
-application = RequestBodyLimit(Supervised(django_application), limit=REQUEST_BODY_LIMIT)
+application = RequestBodyLimit(
+    Supervised(StreamsShareOneThread(django_application, views=frozenset({views.events}))),
+    limit=REQUEST_BODY_LIMIT,
+)
+
+# The garbage collector, for a process holding thousands of long-lived connections. Everything loaded
+# by now (Django, litellm: some 440,000 objects) lives as long as the process: frozen, it is left out
+# of every collection, where each full one used to pause all streams for 150-400 ms. And the young
+# generation is collected after 50,000 new objects rather than 700, so that the short-lived objects
+# of a wave of writes are freed by reference counting first instead of being promoted, which made a
+# full collection every few seconds at 1,000 spectators. Measured with the benchmark (docs/benchmarks.md).
+gc.freeze()
+gc.set_threshold(50_000, 20, 10)

@@ -52,7 +52,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "arena.middleware.ContentSecurityPolicyMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "arena.middleware.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -191,6 +191,10 @@ ARENA_SSE_HEARTBEAT_SECONDS = env.float("ARENA_SSE_HEARTBEAT_SECONDS", default=1
 ARENA_SSE_RETRY_MS = env.int("ARENA_SSE_RETRY_MS", default=2000)
 # A spectator this many events behind the battle is disconnected; it catches up from the log.
 ARENA_SSE_MAX_LAG_EVENTS = env.int("ARENA_SSE_MAX_LAG_EVENTS", default=5000)
+# Under load, spectators are woken in waves (see battles/wakeups.py): the next wave waits half as long
+# as the last one took, so that writing to thousands of spectators leaves the process time for the
+# battle itself; never longer than this. Bounds the latency coalescing may add to an event.
+ARENA_SSE_COALESCE_MAX_MS = env.int("ARENA_SSE_COALESCE_MAX_MS", default=250)
 # How often a battle that runs in another process (e.g. `runbattle`) is read from the stored log.
 ARENA_TAIL_POLL_SECONDS = env.float("ARENA_TAIL_POLL_SECONDS", default=0.25)
 

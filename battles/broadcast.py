@@ -6,6 +6,11 @@ never waits on anyone and costs the same however many watch, a spectator never m
 while live, and one that falls more than ARENA_SSE_MAX_LAG_EVENTS behind is disconnected (its browser
 reconnects with Last-Event-ID and catches up). A spectator drains everything new as one write.
 
+Spectators are woken in waves (`battles.wakeups`): with few of them every committed batch is written
+at once; with thousands, a wave takes as long as thousands of writes, and the next waits half as
+long again (at most ARENA_SSE_COALESCE_MAX_MS), so each write carries more frames and the process
+keeps time for the battle itself. Frames, ids and their order never change: only how many go in one write.
+
 A channel is fed by one of two producers:
 - the engine, when this process runs the battle: it claimed the pending battle (the first spectator
   starts it; the run is a task of its own, so a disconnect never cancels it), or took a running one
@@ -38,6 +43,7 @@ from battles.events import RecordedEvent
 from battles.exceptions import ArenaFull, BattleStateError
 from battles.limits import StreamSlot
 from battles.models import Battle
+from battles.wakeups import Wakeups
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,10 @@ SPECTATORS_EVENT = "spectators"
 SPECTATOR_COUNT_INTERVAL_SECONDS = 1.0
 # How often a queued battle (the arena is full) checks for a free slot.
 QUEUE_POLL_SECONDS = 1.0
+# The most frames in one write: a spectator joining a long battle catches up in chunks of some
+# tens of kilobytes rather than one of megabytes (thousands joining at once made hundreds of
+# megabytes of short-lived chunks, which the allocator then kept).
+CATCH_UP_FRAMES = 256
 # Events read per query when replaying a stored log.
 REPLAY_PAGE_SIZE = 1000
 # A battle followed from elsewhere has its runner's lease checked at most this often.
@@ -65,7 +75,7 @@ class Channel:
         self.spectators = 0
         self.spectators_version = 0
         self.ready: asyncio.Task[bool] | None = None
-        self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.wakeups = Wakeups(max_gap=settings.ARENA_SSE_COALESCE_MAX_MS / 1000)
         self._count_pending = False
 
     @property
@@ -82,16 +92,15 @@ class Channel:
             self.frames.append(sse.encode_event(event))
             if event.is_terminal:
                 self.closed = True
-        self._notify()
+        self.wakeups.notify()
 
     def close(self) -> None:
         self.closed = True
-        self._notify()
+        self.wakeups.notify_now()
 
     async def wait(self, timeout: float) -> bool:
-        """Wait for news; False when `timeout` passed without any."""
-        done, _ = await asyncio.wait({self._changed}, timeout=timeout)
-        return bool(done)
+        """Wait for news; False when `timeout` passed without any (see `battles.wakeups`)."""
+        return await self.wakeups.wait(timeout)
 
     def add_spectator(self) -> None:
         self.spectators += 1
@@ -109,11 +118,7 @@ class Channel:
     def _announce_count(self) -> None:
         self._count_pending = False
         self.spectators_version += 1
-        self._notify()
-
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
-        changed.set_result(None)
+        self.wakeups.notify()
 
 
 class Hub:
@@ -310,10 +315,10 @@ async def _follow(channel: Channel, *, after: int, deadline: float = math.inf) -
             if caught_up and channel.last_seq - position > settings.ARENA_SSE_MAX_LAG_EVENTS:
                 logger.info("Disconnecting a spectator of battle %s: too far behind", channel.battle_id)
                 return
-            end = channel.last_seq
+            end = min(channel.last_seq, position + CATCH_UP_FRAMES)
             parts.extend(channel.frames[position:end])
             position = end
-        caught_up = True
+        caught_up = caught_up or position == channel.last_seq
         if parts:
             yield b"".join(parts)
             continue  # more may have come while the write was under way

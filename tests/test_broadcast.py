@@ -156,3 +156,17 @@ async def test_a_battle_running_elsewhere_is_followed_through_its_log(make_battl
     await append(battle_id=battle.pk, events=[token(3), finished(4)])
 
     assert ids(await watcher) == [1, 2, 3, 4]
+
+
+async def test_a_spectator_far_behind_catches_up_in_bounded_writes_and_is_not_dropped(settings) -> None:
+    settings.ARENA_SSE_MAX_LAG_EVENTS = broadcast.CATCH_UP_FRAMES  # less than the backlog below
+    channel = Channel("b1")
+    backlog = 3 * broadcast.CATCH_UP_FRAMES + 5
+    channel.publish([token(seq) for seq in range(1, backlog + 1)] + [finished(backlog + 1)])
+
+    chunks = [chunk async for chunk in broadcast._follow(channel, after=0)]
+
+    assert [chunk.count(b"\nid: ") + chunk.startswith(b"id: ") for chunk in chunks] == [
+        broadcast.CATCH_UP_FRAMES
+    ] * 3 + [6]
+    assert ids(await collect(broadcast._follow(channel, after=0))) == list(range(1, backlog + 2))

@@ -1,0 +1,72 @@
+"""`bench/clock`: a litellm custom provider streaming `bench.clock` tokens, for the benchmark only.
+
+It takes the path every model takes (litellm's custom provider, `battles.llm.ReplyStream`, the
+engine, the event log), like `arena/sparring`, but streams at an exact rate and stamps each token
+with the moment it left the provider. Registered by `bench.settings`; production never loads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import litellm
+from litellm import CustomLLM
+from litellm.types.utils import GenericStreamingChunk
+
+from bench import clock
+
+PROVIDER = "bench"
+MODEL = f"{PROVIDER}/clock"
+# max_tokens decides where a turn stops; these only have to be large enough.
+MAX_OUTPUT_TOKENS = 100_000
+CONTEXT_TOKENS = 16384
+# What litellm counts the prompt as; the clock never reads it.
+PROMPT_TOKENS = 1
+
+
+class ClockLLM(CustomLLM):
+    async def astreaming(  # type: ignore[override]
+        self, *, model: str, messages: list, optional_params: dict, **kwargs: Any
+    ) -> AsyncIterator[GenericStreamingChunk]:
+        count = int(optional_params.get("max_tokens") or MAX_OUTPUT_TOKENS)
+        async for text in clock.ticks(count=count):
+            yield _chunk(text)
+        usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": count, "total_tokens": count + 1}
+        yield _chunk("", finish_reason="length", usage=usage)
+
+
+def _chunk(text: str, *, finish_reason: str = "", usage: dict | None = None) -> GenericStreamingChunk:
+    return GenericStreamingChunk(
+        text=text,
+        is_finished=bool(finish_reason),
+        finish_reason=finish_reason,
+        usage=usage,  # type: ignore[typeddict-item]
+        index=0,
+        tool_use=None,
+    )
+
+
+def register() -> None:
+    """Make `bench/clock` a litellm model, next to whatever custom providers are registered."""
+    if not any(p.get("provider") == PROVIDER for p in litellm.custom_provider_map):
+        litellm.custom_provider_map = [
+            *litellm.custom_provider_map,
+            {"provider": PROVIDER, "custom_handler": ClockLLM()},
+        ]
+        litellm.utils.custom_llm_setup()
+    litellm.register_model(
+        {
+            MODEL: {
+                "litellm_provider": PROVIDER,
+                "mode": "chat",
+                "max_input_tokens": CONTEXT_TOKENS,
+                "max_output_tokens": MAX_OUTPUT_TOKENS,
+                "max_tokens": MAX_OUTPUT_TOKENS,
+                "input_cost_per_token": 0.0,
+                "output_cost_per_token": 0.0,
+                "cache_creation_input_token_cost": 0.0,
+                "cache_read_input_token_cost": 0.0,
+            }
+        }
+    )
