@@ -27,6 +27,7 @@ import math
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -257,7 +258,8 @@ async def measure(step: Step) -> dict[str, Any]:
 def _profile(step: Step) -> subprocess.Popen[bytes]:
     """py-spy sampling the server's Python stacks while they hold the GIL (on CPU), for the window,
     without pausing the server (--nonblocking)."""
-    command = ["py-spy", "record", "--pid", str(step.server_pid), "--duration", str(math.ceil(step.window))]
+    py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"  # the venv's first
+    command = [py_spy, "record", "--pid", str(step.server_pid), "--duration", str(math.ceil(step.window))]
     command += ["--rate", "250", "--nonblocking", "--gil", "--format", "raw", "--output", str(step.profile)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
