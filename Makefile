@@ -9,7 +9,7 @@ PORT ?= 8000
 # creates its databases there (test_arena_<pid>, test_arena_<pid>_live…) and drops them at the end.
 export TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-# The optional local model (battles/localmodel.py): `make llm` builds, installs and serves it.
+# The optional local model (battles/providers/localmodel.py): `make llm` builds, installs and serves it.
 LLM_HOST ?= 127.0.0.1
 LLM_PORT ?= 8080
 LLM_CONTEXT ?= 4096
@@ -62,7 +62,7 @@ llm-install: $(LLM_INSTALLED)
 llm: $(LLM_INSTALLED)
 	@echo "Then, in another terminal, run every battle on it with:"
 	@echo "  ARENA_MODEL=openai/smollm2 ARENA_API_BASE=http://$(LLM_HOST):$(LLM_PORT)/v1 ARENA_DEFAULT_CONTEXT_TOKENS=$(LLM_CONTEXT) make run"
-	$(PY) -m battles.localmodel --host $(LLM_HOST) --port $(LLM_PORT) --context $(LLM_CONTEXT)
+	$(PY) -m battles.providers.localmodel --host $(LLM_HOST) --port $(LLM_PORT) --context $(LLM_CONTEXT)
 
 # Measure the local model's time to first token and generation speed into docs/localmodel.md.
 bench-llm: $(LLM_INSTALLED)
@@ -76,7 +76,7 @@ test: setup
 
 # The whole suite on PostgreSQL when it is reachable; skipped (and said so) when not, except in CI.
 test-postgres: setup
-	@if $(PY) -m tests.services postgres "$$TEST_POSTGRES_URL"; then \
+	@if $(PY) -m tests.support.services postgres "$$TEST_POSTGRES_URL"; then \
 		echo "Running the suite again on PostgreSQL (DATABASE_URL=\$$TEST_POSTGRES_URL)"; \
 		DATABASE_URL="$$TEST_POSTGRES_URL" $(VENV)/bin/pytest; \
 	elif [ -n "$$CI" ]; then \

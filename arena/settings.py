@@ -11,6 +11,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from battles.constants import MAX_ROUNDS, MIN_ROUNDS, MULTIPART_OVERHEAD_BYTES, ROLES
+
 # litellm fetches its model price map from the internet at import unless told otherwise; these
 # machines have no internet. Must be set before anything imports litellm.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -149,8 +151,7 @@ LOGGING = {
 
 ARENA_MODEL = env.str("ARENA_MODEL", default="arena/sparring")
 ARENA_ROLE_MODELS = {
-    role: env.str(f"ARENA_{role.upper()}_MODEL", default="") or ARENA_MODEL
-    for role in ("aggressor", "defender", "moderator")
+    role: env.str(f"ARENA_{role.upper()}_MODEL", default="") or ARENA_MODEL for role in ROLES
 }
 # The models a visitor may pick per role on the upload form (the configured ones by default).
 ARENA_MODEL_CHOICES = env.list(
@@ -160,17 +161,15 @@ ARENA_MODEL_CHOICES = env.list(
 ARENA_API_BASE = env.str("ARENA_API_BASE", default="")
 ARENA_API_KEY = env.str("ARENA_API_KEY", default="")
 ARENA_ROLE_API_BASES = {
-    role: env.str(f"ARENA_{role.upper()}_API_BASE", default="") or ARENA_API_BASE
-    for role in ("aggressor", "defender", "moderator")
+    role: env.str(f"ARENA_{role.upper()}_API_BASE", default="") or ARENA_API_BASE for role in ROLES
 }
 ARENA_ROLE_API_KEYS = {
-    role: env.str(f"ARENA_{role.upper()}_API_KEY", default="") or ARENA_API_KEY
-    for role in ("aggressor", "defender", "moderator")
+    role: env.str(f"ARENA_{role.upper()}_API_KEY", default="") or ARENA_API_KEY for role in ROLES
 }
 
 ARENA_ROUNDS = env.int("ARENA_ROUNDS", default=3)
-if not 1 <= ARENA_ROUNDS <= 10:
-    raise ImproperlyConfigured("ARENA_ROUNDS must be between 1 and 10.")
+if not MIN_ROUNDS <= ARENA_ROUNDS <= MAX_ROUNDS:
+    raise ImproperlyConfigured(f"ARENA_ROUNDS must be between {MIN_ROUNDS} and {MAX_ROUNDS}.")
 
 ARENA_MAX_UPLOAD_BYTES = env.int("ARENA_MAX_UPLOAD_BYTES", default=2 * 1024 * 1024)
 ARENA_MAX_TOKENS_PER_TURN = env.int("ARENA_MAX_TOKENS_PER_TURN", default=400)
@@ -191,7 +190,7 @@ ARENA_SSE_HEARTBEAT_SECONDS = env.float("ARENA_SSE_HEARTBEAT_SECONDS", default=1
 ARENA_SSE_RETRY_MS = env.int("ARENA_SSE_RETRY_MS", default=2000)
 # A spectator this many events behind the battle is disconnected; it catches up from the log.
 ARENA_SSE_MAX_LAG_EVENTS = env.int("ARENA_SSE_MAX_LAG_EVENTS", default=5000)
-# Under load, spectators are woken in waves (see battles/wakeups.py): the next wave waits half as long
+# Under load, spectators are woken in waves (see battles/live/wakeups.py): the next wave waits half as long
 # as the last one took, so that writing to thousands of spectators leaves the process time for the
 # battle itself; never longer than this. Bounds the latency coalescing may add to an event.
 ARENA_SSE_COALESCE_MAX_MS = env.int("ARENA_SSE_COALESCE_MAX_MS", default=250)
@@ -227,5 +226,5 @@ ARENA_MAX_STREAMS_PER_IP = env.int("ARENA_MAX_STREAMS_PER_IP", default=20)
 ARENA_MAX_STREAM_SECONDS = env.float("ARENA_MAX_STREAM_SECONDS", default=3600.0)
 
 # Django refuses bigger request bodies before our own check runs; leave room for the form fields.
-DATA_UPLOAD_MAX_MEMORY_SIZE = ARENA_MAX_UPLOAD_BYTES + 64 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = ARENA_MAX_UPLOAD_BYTES + 64 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = ARENA_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
+FILE_UPLOAD_MAX_MEMORY_SIZE = ARENA_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES

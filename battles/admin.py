@@ -12,14 +12,17 @@ from uuid import UUID
 
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from battles import replay, selectors, services, sse
+from battles import selectors, services
 from battles.exceptions import BattleStateError
+from battles.live import replay, sse
+from battles.live.http import arena_config, sse_response
+from battles.live.streams import replay_stream
 from battles.models import ROLE_ORDER, Battle, Document, Event, Turn
 from battles.transcripts import render_markdown
 
@@ -253,13 +256,11 @@ class BattleAdmin(ReadOnlyMixin, admin.ModelAdmin):
             "transcript_json_url": reverse("battles:transcript_json", args=[battle.pk]),
             "speeds": replay.SPEEDS,
             "speed": speed,
-            "config": {
-                "eventsUrl": reverse("admin:battles_battle_replay_events", args=[battle.pk]),
-                "battleId": str(battle.pk),
-                "rounds": battle.rounds,
-                "status": battle.status,
-                "replay": {"speed": speed},
-            },
+            "config": arena_config(
+                battle,
+                events_url=reverse("admin:battles_battle_replay_events", args=[battle.pk]),
+                replay_speed=speed,
+            ),
         }
         return render(request, "admin/battles/battle/replay.html", context)
 
@@ -281,12 +282,7 @@ async def replay_events(request: HttpRequest, battle_id: UUID) -> HttpResponse:
         return HttpResponse(
             "This battle is not over yet; watch it live.", status=409, content_type="text/plain"
         )
-    response = StreamingHttpResponse(
-        replay.replay(battle_id, after=after, speed=speed), content_type="text/event-stream; charset=utf-8"
-    )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return sse_response(replay_stream(battle_id, after=after, speed=speed))
 
 
 @admin.register(Document)

@@ -1,7 +1,8 @@
 """Turn an uploaded file's bytes into plain text, or explain in one sentence why not.
 
-Kept free of Django so the rules for what counts as a document can be tested, and reused, on their own:
-views only map `DocumentRejected` onto a response and store `ExtractedText`.
+Kept free of Django (as `battles.exceptions` is) so the rules for what counts as a document can be
+tested, and reused, on their own: views only map `DocumentRejected` onto a response and store
+`ExtractedText`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import charset_normalizer
 from pypdf import PasswordType, PdfReader
+
+from battles.exceptions import DocumentRejected
 
 __all__ = [
     "MAX_PDF_CHARS",
@@ -178,19 +181,6 @@ _CONTENT_TYPES = {
     ".sql": "application/sql",
 }
 _DEFAULT_CONTENT_TYPE = "text/plain"
-
-
-class DocumentRejected(ValueError):
-    """An upload that cannot become a document.
-
-    `reason` is a one-line, user-facing sentence; `status` is the HTTP status a view should answer
-    (400, or 413 for too large).
-    """
-
-    def __init__(self, reason: str, *, status: int = 400) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
 
 
 @dataclass(frozen=True)

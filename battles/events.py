@@ -12,7 +12,7 @@
     battle.failed    {error, retryable}
 
 `scores` on turn.completed is the Moderator's round score ({aggressor, defender} or null), and null
-for the other roles. On verdict (see `battles.verdict`): `source` says where it was read from,
+for the other roles. On verdict (see `battles.engine.verdict`): `source` says where it was read from,
 "structured" (the Moderator's answer to the structured JSON request made after the last round),
 "text" (the WINNER / FINAL SCORES / SUMMARY lines of its last turn) or "rules" (derived from the round
 scores); `fallback` is true when part of it could not be parsed and was derived by the documented

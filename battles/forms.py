@@ -7,7 +7,8 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from battles.models import MAX_ROUNDS, MIN_ROUNDS, ROLE_ORDER
+from battles.constants import MAX_ROUNDS, MIN_ROUNDS
+from battles.models import ROLE_ORDER
 
 
 class BattleForm(forms.Form):

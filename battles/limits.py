@@ -1,26 +1,19 @@
-"""Abuse limits: who may start battles and open streams, and how many. Each is an ARENA_* setting."""
+"""Who may start battles, and how many: the client's IP address and the creation limits (ARENA_*).
+
+The limit on open streams is delivery's (`battles.live.slots`).
+"""
 
 from __future__ import annotations
 
 import ipaddress
-import weakref
-from collections import Counter
 from datetime import timedelta
 
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 
-from battles.exceptions import BattleError
+from battles.exceptions import LimitExceeded
 from battles.models import Battle
-
-
-class LimitExceeded(BattleError):
-    """A limit was reached: answer 429, with Retry-After in seconds."""
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -50,39 +43,3 @@ def check_can_create_battle(*, ip: str | None) -> None:
             f"You have started {recent} battles in the last hour, the most allowed. Try again later.",
             retry_after=3600,
         )
-
-
-class StreamSlots:
-    """Open SSE streams per client IP, in this process."""
-
-    def __init__(self) -> None:
-        self.open: Counter[str | None] = Counter()
-
-    def acquire(self, ip: str | None) -> StreamSlot:
-        if self.open[ip] >= settings.ARENA_MAX_STREAMS_PER_IP:
-            raise LimitExceeded("Too many open streams from your address.", retry_after=10)
-        self.open[ip] += 1
-        return StreamSlot(self, ip)
-
-
-class StreamSlot:
-    """One open stream. `release` is idempotent; `bind` also releases when the stream is collected,
-    so a response that was never iterated (a client gone before the first byte) frees its slot."""
-
-    def __init__(self, slots: StreamSlots, ip: str | None) -> None:
-        self._slots = slots
-        self._ip = ip
-        self._released = False
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._slots.open[self._ip] -= 1
-            if self._slots.open[self._ip] <= 0:
-                del self._slots.open[self._ip]
-
-    def bind(self, stream: object) -> None:
-        weakref.finalize(stream, self.release)
-
-
-stream_slots = StreamSlots()

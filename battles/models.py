@@ -8,18 +8,18 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from battles import constants
+from battles.constants import MAX_ROUNDS, MIN_ROUNDS
+
 
 class Role(models.TextChoices):
-    AGGRESSOR = "aggressor", "Aggressor"
-    DEFENDER = "defender", "Defender"
-    MODERATOR = "moderator", "Moderator"
+    AGGRESSOR = constants.AGGRESSOR, "Aggressor"
+    DEFENDER = constants.DEFENDER, "Defender"
+    MODERATOR = constants.MODERATOR, "Moderator"
 
 
 # Speaking order within a round.
-ROLE_ORDER = (Role.AGGRESSOR, Role.DEFENDER, Role.MODERATOR)
-
-MIN_ROUNDS = 1
-MAX_ROUNDS = 10
+ROLE_ORDER = tuple(Role(role) for role in constants.ROLES)
 
 
 def document_upload_path(instance: Document, filename: str) -> str:
@@ -90,7 +90,7 @@ class Battle(models.Model):
         max_length=10,
         choices=VerdictSource.choices,
         blank=True,
-        help_text="Where the verdict was read from (see battles.verdict).",
+        help_text="Where the verdict was read from (see battles.engine.verdict).",
     )
 
     prompt_tokens = models.PositiveIntegerField(default=0)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from django.db.models import QuerySet
 
+from battles.constants import ROLES
 from battles.events import RecordedEvent
 from battles.models import Battle, Event, Turn
 
@@ -15,22 +17,22 @@ def battle_list_recent(*, limit: int = 20) -> QuerySet[Battle]:
     return Battle.objects.select_related("document").order_by("-created_at")[:limit]
 
 
-async def events_after(*, battle_id: object, after: int, limit: int = 1000) -> list[RecordedEvent]:
+async def events_after(*, battle_id: UUID, after: int, limit: int = 1000) -> list[RecordedEvent]:
     """Stored events with seq > `after`, oldest first, at most `limit` of them."""
     rows = Event.objects.filter(battle_id=battle_id, seq__gt=after).order_by("seq")[:limit]
     return [RecordedEvent(e.seq, e.type, e.data, e.offset_ms) async for e in rows]
 
 
-async def battle_status(*, battle_id: object) -> str | None:
+async def battle_status(*, battle_id: UUID) -> str | None:
     return await Battle.objects.filter(pk=battle_id).values_list("status", flat=True).afirst()
 
 
-def battles_to_take_over() -> list[str]:
+def battles_to_take_over() -> list[UUID]:
     """Running battles whose runner's lease has run out (it died or handed them over)."""
-    return [str(pk) for pk in Battle.objects.abandoned().values_list("pk", flat=True)]
+    return list(Battle.objects.abandoned().values_list("pk", flat=True))
 
 
-async def lease_expired(*, battle_id: object) -> bool:
+async def lease_expired(*, battle_id: UUID) -> bool:
     """Whether the battle is running and its runner's lease has run out."""
     return await Battle.objects.abandoned().filter(pk=battle_id).aexists()
 
@@ -76,7 +78,7 @@ def battle_transcript(*, battle: Battle) -> dict[str, Any]:
             "id": str(battle.pk),
             "status": battle.status,
             "rounds": battle.rounds,
-            "models": {role: battle.model_for(role) for role in ("aggressor", "defender", "moderator")},
+            "models": {role: battle.model_for(role) for role in ROLES},
             "created_at": battle.created_at.isoformat(),
             "started_at": battle.started_at.isoformat() if battle.started_at else None,
             "finished_at": battle.finished_at.isoformat() if battle.finished_at else None,

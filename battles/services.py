@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from uuid import UUID
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -20,10 +21,11 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Sum, When
 from django.utils import timezone
 
+from battles.constants import MAX_ROUNDS, MIN_ROUNDS
 from battles.documents import extract_text, safe_display_name
 from battles.events import BATTLE_FAILED, TURN_INTERRUPTED, RecordedEvent
 from battles.exceptions import ArenaFull, BattleError, BattleStateError, LeaseLost
-from battles.models import MAX_ROUNDS, MIN_ROUNDS, ROLE_ORDER, Battle, Document, Event, Turn
+from battles.models import ROLE_ORDER, Battle, Document, Event, Turn
 
 # Who holds a lease: this process, told apart from a restarted one with the same pid.
 PROCESS_OWNER = f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -103,7 +105,7 @@ def battle_retry(*, battle: Battle, client_ip: str | None = None) -> Battle:
     )
 
 
-def battle_start(*, battle_id: object, max_running: int | None = None, owner: str = PROCESS_OWNER) -> Battle:
+def battle_start(*, battle_id: UUID, max_running: int | None = None, owner: str = PROCESS_OWNER) -> Battle:
     """pending → running, with `owner` holding its lease. Raises BattleStateError when the battle is
     not pending (already claimed: exactly one claim wins), and ArenaFull when `max_running` battles
     are already running (it stays pending)."""
@@ -137,7 +139,7 @@ def _lease_end(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.ARENA_LEASE_SECONDS)
 
 
-def lease_renew(*, battle_id: object, owner: str = PROCESS_OWNER) -> None:
+def lease_renew(*, battle_id: UUID, owner: str = PROCESS_OWNER) -> None:
     """Extend `owner`'s lease on a running battle. Raises LeaseLost when it no longer holds it."""
     renewed = Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING, lease_owner=owner).update(
         lease_expires_at=_lease_end(timezone.now())
@@ -146,14 +148,18 @@ def lease_renew(*, battle_id: object, owner: str = PROCESS_OWNER) -> None:
         raise LeaseLost("Another process has taken this battle over.")
 
 
-def lease_release(*, battle_id: object, owner: str = PROCESS_OWNER) -> None:
-    """Give a running battle up (graceful shutdown): any process may take it over at once."""
-    Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING, lease_owner=owner).update(
+def lease_release(*, battle_id: UUID, owner: str = PROCESS_OWNER) -> bool:
+    """Give a running battle up (graceful shutdown): any process may take it over at once.
+
+    False when `owner` held no lease on it (it is over, or another process has it).
+    """
+    released = Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING, lease_owner=owner).update(
         lease_owner="", lease_expires_at=timezone.now()
     )
+    return bool(released)
 
 
-def battle_take_over(*, battle_id: object, reason: str, owner: str = PROCESS_OWNER) -> Battle | None:
+def battle_take_over(*, battle_id: UUID, reason: str, owner: str = PROCESS_OWNER) -> Battle | None:
     """Claim a running battle whose lease has run out, so that `owner` continues it.
 
     In the same transaction the log is made consistent: the turn that was under way is marked
@@ -207,7 +213,7 @@ def _next_positions(battle: Battle, count: int) -> list[tuple[int, int]]:
     return [(last_seq + i, offset) for i in range(1, count + 1)]
 
 
-def events_append(*, battle_id: object, events: Sequence[RecordedEvent]) -> None:
+def events_append(*, battle_id: UUID, events: Sequence[RecordedEvent]) -> None:
     """Append to the log. The caller assigns gapless seqs; the unique constraint guards them."""
     Event.objects.bulk_create(
         [
@@ -229,7 +235,7 @@ def turn_start(*, battle: Battle, index: int, round_number: int, role: str) -> T
 
 
 def turn_complete(
-    *, battle_id: object, index: int, content: str, prompt_tokens: int, completion_tokens: int
+    *, battle_id: UUID, index: int, content: str, prompt_tokens: int, completion_tokens: int
 ) -> None:
     updated = Turn.objects.filter(battle_id=battle_id, index=index, status=Turn.Status.RUNNING).update(
         status=Turn.Status.COMPLETED,
@@ -242,16 +248,20 @@ def turn_complete(
         raise BattleStateError(f"Turn {index} is not running.")
 
 
-def turn_interrupt(*, battle_id: object, content: str = "") -> None:
-    """Mark the turn under way interrupted, keeping what it had streamed (for operators)."""
-    Turn.objects.filter(battle_id=battle_id, status=Turn.Status.RUNNING).update(
+def turn_interrupt(*, battle_id: UUID, content: str = "") -> bool:
+    """Mark the turn under way interrupted, keeping what it had streamed (for operators).
+
+    False when no turn was under way (the battle stopped between two turns).
+    """
+    interrupted = Turn.objects.filter(battle_id=battle_id, status=Turn.Status.RUNNING).update(
         status=Turn.Status.INTERRUPTED, content=content, finished_at=timezone.now()
     )
+    return bool(interrupted)
 
 
 def battle_finish(
     *,
-    battle_id: object,
+    battle_id: UUID,
     winner: str,
     aggressor_score: float | None,
     defender_score: float | None,
@@ -284,14 +294,15 @@ def battle_finish(
 
 def battle_fail(
     *,
-    battle_id: object,
+    battle_id: UUID,
     error: str,
     prompt_tokens: int = 0,
     completion_tokens: int = 0,
     cost_usd: float | None = None,
 ) -> None:
-    """running → failed, keeping the reason and what was spent."""
-    Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING).update(
+    """running → failed, keeping the reason and what was spent. Raises BattleStateError when the
+    battle is not running."""
+    failed = Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING).update(
         status=Battle.Status.FAILED,
         lease_owner="",
         lease_expires_at=None,
@@ -301,9 +312,11 @@ def battle_fail(
         cost_usd=_money(cost_usd),
         finished_at=timezone.now(),
     )
+    if not failed:
+        raise BattleStateError("Only a running battle can fail.")
 
 
-def battle_mark_failed(*, battle_id: object, reason: str) -> None:
+def battle_mark_failed(*, battle_id: UUID, reason: str) -> None:
     """An operator ends a stuck running battle: status failed, and `battle.failed` closes its log.
 
     Raises BattleStateError when the battle is not running.
@@ -339,7 +352,7 @@ def _fail_with_event(battle: Battle, reason: str) -> None:
 
 def append_with(
     *,
-    battle_id: object,
+    battle_id: UUID,
     events: Sequence[RecordedEvent],
     write: Callable[[], None] | None = None,
     owner: str | None = None,

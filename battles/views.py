@@ -5,30 +5,25 @@ from __future__ import annotations
 from uuid import UUID
 
 from django.conf import settings
-from django.http import (
-    Http404,
-    HttpRequest,
-    HttpResponse,
-    HttpResponseBadRequest,
-    JsonResponse,
-    StreamingHttpResponse,
-)
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from battles import broadcast, limits, selectors, services, sse
-from battles.documents import DocumentRejected
+from battles import limits, selectors, services
+from battles.constants import MULTIPART_OVERHEAD_BYTES
+from battles.exceptions import DocumentRejected, LimitExceeded
 from battles.forms import BattleForm
+from battles.live import sse
+from battles.live.http import arena_config, sse_response
+from battles.live.slots import stream_slots
+from battles.live.streams import spectate
 from battles.models import Battle
 from battles.transcripts import render_markdown
 
-# Room for the multipart framing and the other form fields around the file.
-MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
-
-def _too_many(response: HttpResponse, exc: limits.LimitExceeded) -> HttpResponse:
+def _too_many(response: HttpResponse, exc: LimitExceeded) -> HttpResponse:
     response["Retry-After"] = str(exc.retry_after)
     return response
 
@@ -69,7 +64,7 @@ def create(request: HttpRequest) -> HttpResponse:
     ip = limits.client_ip(request)
     try:
         limits.check_can_create_battle(ip=ip)
-    except limits.LimitExceeded as exc:
+    except LimitExceeded as exc:
         return _too_many(_home(request, BattleForm(), error=exc.message, status=429), exc)
     form = BattleForm(request.POST, request.FILES)
     if not form.is_valid():
@@ -99,12 +94,7 @@ def arena(request: HttpRequest, battle_id: UUID) -> HttpResponse:
         "transcript_md_url": reverse("battles:transcript_md", args=[battle.pk]),
         "transcript_json_url": reverse("battles:transcript_json", args=[battle.pk]),
         "retry_url": reverse("battles:retry", args=[battle.pk]),
-        "config": {
-            "eventsUrl": reverse("battles:events", args=[battle.pk]),
-            "battleId": str(battle.pk),
-            "rounds": battle.rounds,
-            "status": battle.status,
-        },
+        "config": arena_config(battle, events_url=reverse("battles:events", args=[battle.pk])),
     }
     return render(request, "battles/arena.html", context)
 
@@ -119,15 +109,12 @@ async def events(request: HttpRequest, battle_id: UUID) -> HttpResponse:
     if not await Battle.objects.filter(pk=battle_id).aexists():
         raise Http404("No such battle.")
     try:
-        slot = limits.stream_slots.acquire(limits.client_ip(request))
-    except limits.LimitExceeded as exc:
+        slot = stream_slots.acquire(limits.client_ip(request))
+    except LimitExceeded as exc:
         return _too_many(HttpResponse(exc.message, status=429, content_type="text/plain"), exc)
-    stream = broadcast.spectate(str(battle_id), after=after, slot=slot)
+    stream = spectate(battle_id, after=after, slot=slot)
     slot.bind(stream)
-    response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer this response
-    return response
+    return sse_response(stream)
 
 
 @require_GET
@@ -152,7 +139,7 @@ def retry(request: HttpRequest, battle_id: UUID) -> HttpResponse:
     ip = limits.client_ip(request)
     try:
         limits.check_can_create_battle(ip=ip)
-    except limits.LimitExceeded as exc:
+    except LimitExceeded as exc:
         return _too_many(_home(request, BattleForm(), error=exc.message, status=429), exc)
     new = services.battle_retry(battle=battle, client_ip=ip)
     return see_other(reverse("battles:arena", args=[new.pk]))

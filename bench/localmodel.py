@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from battles import localmodel
+from battles.providers import localmodel
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "docs" / "localmodel.md"

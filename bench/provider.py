@@ -1,6 +1,6 @@
 """`bench/clock`: a litellm custom provider streaming `bench.clock` tokens, for the benchmark only.
 
-It takes the path every model takes (litellm's custom provider, `battles.llm.ReplyStream`, the
+It takes the path every model takes (litellm's custom provider, `battles.providers.llm.ReplyStream`, the
 engine, the event log), like `arena/sparring`, but streams at an exact rate and stamps each token
 with the moment it left the provider. Registered by `bench.settings`; production never loads it.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import litellm
 from litellm import CustomLLM
 from litellm.types.utils import GenericStreamingChunk
 
+from battles.providers import llm
 from bench import clock
 
 PROVIDER = "bench"
@@ -31,42 +31,17 @@ class ClockLLM(CustomLLM):
     ) -> AsyncIterator[GenericStreamingChunk]:
         count = int(optional_params.get("max_tokens") or MAX_OUTPUT_TOKENS)
         async for text in clock.ticks(count=count):
-            yield _chunk(text)
+            yield llm.stream_chunk(text)
         usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": count, "total_tokens": count + 1}
-        yield _chunk("", finish_reason="length", usage=usage)
-
-
-def _chunk(text: str, *, finish_reason: str = "", usage: dict | None = None) -> GenericStreamingChunk:
-    return GenericStreamingChunk(
-        text=text,
-        is_finished=bool(finish_reason),
-        finish_reason=finish_reason,
-        usage=usage,  # type: ignore[typeddict-item]
-        index=0,
-        tool_use=None,
-    )
+        yield llm.stream_chunk("", finish_reason="length", usage=usage)
 
 
 def register() -> None:
     """Make `bench/clock` a litellm model, next to whatever custom providers are registered."""
-    if not any(p.get("provider") == PROVIDER for p in litellm.custom_provider_map):
-        litellm.custom_provider_map = [
-            *litellm.custom_provider_map,
-            {"provider": PROVIDER, "custom_handler": ClockLLM()},
-        ]
-        litellm.utils.custom_llm_setup()
-    litellm.register_model(
-        {
-            MODEL: {
-                "litellm_provider": PROVIDER,
-                "mode": "chat",
-                "max_input_tokens": CONTEXT_TOKENS,
-                "max_output_tokens": MAX_OUTPUT_TOKENS,
-                "max_tokens": MAX_OUTPUT_TOKENS,
-                "input_cost_per_token": 0.0,
-                "output_cost_per_token": 0.0,
-                "cache_creation_input_token_cost": 0.0,
-                "cache_read_input_token_cost": 0.0,
-            }
-        }
+    llm.register_custom_model(
+        provider=PROVIDER,
+        handler=ClockLLM(),
+        model=MODEL,
+        context_tokens=CONTEXT_TOKENS,
+        max_output_tokens=MAX_OUTPUT_TOKENS,
     )

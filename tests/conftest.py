@@ -14,11 +14,12 @@ import pytest  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
 from django.db import connections  # noqa: E402
 
-from battles import llm, services  # noqa: E402
+from battles import services  # noqa: E402
 from battles.models import Battle, Document  # noqa: E402
-from tests import live  # noqa: E402
-from tests.openai_server import OpenAIServer  # noqa: E402
-from tests.services import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, POSTGRES, REDIS, require  # noqa: E402
+from battles.providers import llm  # noqa: E402
+from tests.support import live  # noqa: E402
+from tests.support.openai_server import OpenAIServer  # noqa: E402
+from tests.support.services import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, POSTGRES, REDIS, require  # noqa: E402
 
 ESSAY = """# Why every team should write tests
 

@@ -16,7 +16,7 @@ from battles import services
 from battles.engine import run_battle
 from battles.events import RecordedEvent
 from battles.models import Battle, Event, Turn
-from tests.sse_client import parse
+from tests.support.sse_client import parse
 
 pytestmark = pytest.mark.django_db
 

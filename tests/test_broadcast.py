@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from battles import broadcast, services
-from battles.broadcast import Channel, hub, spectate
+from battles import services
 from battles.events import RecordedEvent
+from battles.live import channel as channels
+from battles.live.channel import Channel
+from battles.live.hub import hub
+from battles.live.streams import spectate
 from battles.models import Battle, Event
-from tests.sse_client import Message, Parser
+from tests.support.sse_client import Message, Parser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,8 +46,8 @@ def ids(messages: list[Message]) -> list[int]:
 
 
 async def test_every_follower_gets_every_frame_and_stops_at_the_end() -> None:
-    channel = Channel("b1")
-    followers = [asyncio.create_task(collect(broadcast._follow(channel, after=0))) for _ in range(3)]
+    channel = Channel(uuid.uuid4())
+    followers = [asyncio.create_task(collect(channels.follow(channel, after=0))) for _ in range(3)]
     channel.publish([token(1), token(2)])
     await asyncio.sleep(0)  # let the followers take the first batch
     channel.publish([token(3), finished(4)])
@@ -54,20 +58,20 @@ async def test_every_follower_gets_every_frame_and_stops_at_the_end() -> None:
 
 
 async def test_a_follower_can_start_anywhere() -> None:
-    channel = Channel("b1")
+    channel = Channel(uuid.uuid4())
     channel.publish([token(1), token(2), token(3), finished(4)])
-    assert ids(await collect(broadcast._follow(channel, after=2))) == [3, 4]
+    assert ids(await collect(channels.follow(channel, after=2))) == [3, 4]
 
 
 async def test_frames_are_encoded_once_and_shared() -> None:
-    channel = Channel("b1")
+    channel = Channel(uuid.uuid4())
     channel.publish([token(1)])
     assert channel.frames[0] is channel.frames[0]
     assert channel.frames == [b'id: 1\nevent: token\ndata: {"turn":1,"role":"aggressor","text":"x"}\n\n']
 
 
 async def test_publishing_skips_known_events_and_refuses_gaps() -> None:
-    channel = Channel("b1")
+    channel = Channel(uuid.uuid4())
     channel.publish([token(1), token(2)])
     channel.publish([token(2), token(3)])  # an overlapping tail read
     assert channel.last_seq == 3
@@ -77,9 +81,9 @@ async def test_publishing_skips_known_events_and_refuses_gaps() -> None:
 
 async def test_a_slow_spectator_is_dropped_without_stalling_the_others(settings) -> None:
     settings.ARENA_SSE_MAX_LAG_EVENTS = 5
-    channel = Channel("b1")
-    slow = broadcast._follow(channel, after=0)
-    fast = asyncio.create_task(collect(broadcast._follow(channel, after=0)))
+    channel = Channel(uuid.uuid4())
+    slow = channels.follow(channel, after=0)
+    fast = asyncio.create_task(collect(channels.follow(channel, after=0)))
     channel.publish([token(1)])
     assert b"id: 1\n" in await anext(slow)
     for seq in range(2, 12):  # ten events while the slow one does not read
@@ -95,7 +99,7 @@ async def test_a_slow_spectator_is_dropped_without_stalling_the_others(settings)
 async def test_concurrent_spectators_of_a_pending_battle_start_it_once(make_battle) -> None:
     battle = await sync_to_async(make_battle)(rounds=1)
 
-    results = await asyncio.gather(*(collect(spectate(str(battle.pk), after=0)) for _ in range(10)))
+    results = await asyncio.gather(*(collect(spectate(battle.pk, after=0)) for _ in range(10)))
 
     stored = [e.seq async for e in Event.objects.filter(battle=battle).order_by("seq")]
     assert all(ids(messages) == stored for messages in results)
@@ -124,7 +128,7 @@ async def test_live_fan_out_makes_no_query_per_spectator(make_battle) -> None:
     one, many = await sync_to_async(make_battle)(rounds=1), await sync_to_async(make_battle)(rounds=1)
 
     async def watch(battle: Battle, spectators: int) -> None:
-        await asyncio.gather(*(collect(spectate(str(battle.pk), after=0)) for _ in range(spectators)))
+        await asyncio.gather(*(collect(spectate(battle.pk, after=0)) for _ in range(spectators)))
 
     alone = await queries_while(watch(one, 1))
     crowd = await queries_while(watch(many, 20))
@@ -135,9 +139,9 @@ async def test_live_fan_out_makes_no_query_per_spectator(make_battle) -> None:
 
 async def test_a_finished_battle_is_read_from_the_log(make_battle) -> None:
     battle = await sync_to_async(make_battle)(rounds=1)
-    first = await collect(spectate(str(battle.pk), after=0))
+    first = await collect(spectate(battle.pk, after=0))
 
-    again = await collect(spectate(str(battle.pk), after=5))
+    again = await collect(spectate(battle.pk, after=5))
 
     assert ids(again) == ids(first)[5:]
     assert ids(first)[-1] == await Event.objects.filter(battle=battle).acount()
@@ -150,8 +154,8 @@ async def test_a_battle_running_elsewhere_is_followed_through_its_log(make_battl
     append = sync_to_async(services.events_append)
     await append(battle_id=battle.pk, events=[token(1), token(2)])
 
-    watcher = asyncio.create_task(collect(spectate(str(battle.pk), after=0)))
-    while str(battle.pk) not in hub.channels or hub.channels[str(battle.pk)].last_seq < 2:
+    watcher = asyncio.create_task(collect(spectate(battle.pk, after=0)))
+    while battle.pk not in hub.channels or hub.channels[battle.pk].last_seq < 2:
         await asyncio.sleep(0.01)
     await append(battle_id=battle.pk, events=[token(3), finished(4)])
 
@@ -159,14 +163,14 @@ async def test_a_battle_running_elsewhere_is_followed_through_its_log(make_battl
 
 
 async def test_a_spectator_far_behind_catches_up_in_bounded_writes_and_is_not_dropped(settings) -> None:
-    settings.ARENA_SSE_MAX_LAG_EVENTS = broadcast.CATCH_UP_FRAMES  # less than the backlog below
-    channel = Channel("b1")
-    backlog = 3 * broadcast.CATCH_UP_FRAMES + 5
+    settings.ARENA_SSE_MAX_LAG_EVENTS = channels.CATCH_UP_FRAMES  # less than the backlog below
+    channel = Channel(uuid.uuid4())
+    backlog = 3 * channels.CATCH_UP_FRAMES + 5
     channel.publish([token(seq) for seq in range(1, backlog + 1)] + [finished(backlog + 1)])
 
-    chunks = [chunk async for chunk in broadcast._follow(channel, after=0)]
+    chunks = [chunk async for chunk in channels.follow(channel, after=0)]
 
     assert [chunk.count(b"\nid: ") + chunk.startswith(b"id: ") for chunk in chunks] == [
-        broadcast.CATCH_UP_FRAMES
+        channels.CATCH_UP_FRAMES
     ] * 3 + [6]
-    assert ids(await collect(broadcast._follow(channel, after=0))) == list(range(1, backlog + 2))
+    assert ids(await collect(channels.follow(channel, after=0))) == list(range(1, backlog + 2))

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from uuid import UUID
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from battles import brokers, events, services
-from battles.brokers import RedisBroker, RedisFollower
+from battles import events, services
 from battles.engine import BattleRun
 from battles.events import RecordedEvent
+from battles.live import brokers
+from battles.live.brokers import RedisBroker, RedisFollower
 from battles.models import Event
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
@@ -30,16 +32,16 @@ async def broker(redis_url):
 
 
 @pytest.fixture
-async def battle_id(make_battle) -> str:
+async def battle_id(make_battle) -> UUID:
     battle = await sync_to_async(make_battle)()
-    return str(battle.pk)
+    return battle.pk
 
 
 def token(seq: int) -> RecordedEvent:
     return RecordedEvent(seq, events.TOKEN, {"turn": 1, "role": "aggressor", "text": f"w{seq} "}, seq)
 
 
-async def commit(battle_id: str, *seqs: int) -> list[RecordedEvent]:
+async def commit(battle_id: UUID, *seqs: int) -> list[RecordedEvent]:
     batch = [token(seq) for seq in seqs]
     await sync_to_async(services.events_append)(battle_id=battle_id, events=batch)
     return batch
@@ -109,11 +111,11 @@ async def test_a_running_battle_reaches_a_redis_follower_complete_and_in_order(
     monkeypatch.setattr(brokers, "broker", lambda: broker)
     battle = await sync_to_async(make_battle)(rounds=1)
     claimed = await sync_to_async(services.battle_start)(battle_id=battle.pk)
-    follower = broker.follower(str(battle.pk))
+    follower = broker.follower(battle.pk)
     assert isinstance(follower, RedisFollower)
     assert await follower.next(after=0) == []  # following from before the start
 
-    runner = asyncio.create_task(BattleRun(claimed).run())
+    runner = asyncio.create_task(BattleRun(claimed, listeners=[brokers.publisher(battle.pk)]).run())
     heard: list[RecordedEvent] = []
     while not heard or not heard[-1].is_terminal:
         heard += await follower.next(after=heard[-1].seq if heard else 0)
@@ -121,4 +123,3 @@ async def test_a_running_battle_reaches_a_redis_follower_complete_and_in_order(
 
     stored = await sync_to_async(list)(Event.objects.filter(battle=battle).order_by("seq"))
     assert [(e.seq, e.type, e.data) for e in heard] == [(e.seq, e.type, e.data) for e in stored]
-

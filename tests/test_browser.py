@@ -15,9 +15,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ESSAY
-from tests.live import ROOT, LiveDatabase, LiveServer, base_env, provider_env
-from tests.openai_server import OpenAIServer, Script
-from tests.proxy import CuttableProxy
+from tests.support.live import ROOT, LiveDatabase, LiveServer, base_env, provider_env
+from tests.support.openai_server import OpenAIServer, Script
+from tests.support.proxy import CuttableProxy
 
 pytestmark = pytest.mark.e2e
 

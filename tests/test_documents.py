@@ -15,11 +15,11 @@ from battles.documents import (
     MAX_PDF_CHARS,
     MAX_PDF_PAGES,
     PDF_TIME_BUDGET_SECONDS,
-    DocumentRejected,
     ExtractedText,
     extract_text,
     safe_display_name,
 )
+from battles.exceptions import DocumentRejected
 
 MB = 1024 * 1024
 LIMIT = 2 * MB

@@ -8,14 +8,15 @@ from collections import defaultdict
 import pytest
 from asgiref.sync import sync_to_async
 
-from battles import events, llm
+from battles import events
 from battles.engine import run_battle
+from battles.engine.verdict import VERDICT_SCHEMA
 from battles.events import RecordedEvent
 from battles.exceptions import BattleStateError
 from battles.models import Battle, Event, Turn
-from battles.verdict import VERDICT_SCHEMA
+from battles.providers import llm
 from tests.conftest import ESSAY
-from tests.openai_server import Script, count_prompt_tokens
+from tests.support.openai_server import Script, count_prompt_tokens
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import AsyncClient, Client
 
-from arena.middleware import RequestBodyLimit
+from arena.asgi_wrappers import RequestBodyLimit
 from battles import services
 from battles.engine import run_battle
 from battles.models import Battle, Document, Event
@@ -206,7 +206,7 @@ async def test_oversized_request_bodies_are_refused_before_django_reads_them() -
 
 @pytest.mark.django_db(transaction=True)
 async def test_provider_secrets_reach_no_log_and_no_output(make_battle, settings, caplog, capfd) -> None:
-    from tests.openai_server import OpenAIServer, Script
+    from tests.support.openai_server import OpenAIServer, Script
 
     caplog.set_level(logging.DEBUG)
     with OpenAIServer() as server:
@@ -272,15 +272,16 @@ def test_no_start_up_without_a_secret_key_when_debug_is_off() -> None:
 async def test_a_pending_battle_waits_for_a_free_slot_before_it_starts(
     make_battle, settings, monkeypatch
 ) -> None:
-    from battles import broadcast
+    from battles.live import hub
+    from battles.live.streams import spectate
     from tests.test_broadcast import collect, ids
 
     settings.ARENA_MAX_RUNNING_BATTLES = 1
-    monkeypatch.setattr(broadcast, "QUEUE_POLL_SECONDS", 0.02)
+    monkeypatch.setattr(hub, "QUEUE_POLL_SECONDS", 0.02)
     running, queued = await sync_to_async(make_battle)(), await sync_to_async(make_battle)(rounds=1)
     await sync_to_async(services.battle_start)(battle_id=running.pk)
 
-    watcher = asyncio.create_task(collect(broadcast.spectate(str(queued.pk), after=0)))
+    watcher = asyncio.create_task(collect(spectate(queued.pk, after=0)))
     await asyncio.sleep(0.2)  # ten chances for the queue to start it wrongly
     assert (await Battle.objects.aget(pk=queued.pk)).status == Battle.Status.PENDING
     assert not watcher.done()

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import ESSAY
-from tests.live import ROOT, LiveDatabase, LiveServer, provider_env
-from tests.openai_server import OpenAIServer, Script
-from tests.sse_client import Message, Parser
+from tests.support.live import ROOT, LiveDatabase, LiveServer, provider_env
+from tests.support.openai_server import OpenAIServer, Script
+from tests.support.sse_client import Message, Parser
 
 pytestmark = pytest.mark.e2e
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from battles import events, localmodel
+from battles import events
+from battles.providers import localmodel
 from tests.conftest import ESSAY
-from tests.live import LiveDatabase, LiveServer, free_port, wait_until_serving
-from tests.sse_client import Message, Parser
+from tests.support.live import LiveDatabase, LiveServer, free_port, wait_until_serving
+from tests.support.sse_client import Message, Parser
 
 pytestmark = [pytest.mark.llm, pytest.mark.e2e]
 

@@ -9,7 +9,7 @@ import uuid
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.test import AsyncClient, Client
 
-from arena.middleware import StreamsShareOneThread
+from arena.asgi_wrappers import StreamsShareOneThread
 from battles import views
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from battles.models import Role
-from battles.prompts import (
+from battles.engine.prompts import (
     MIN_DOCUMENT_TOKENS,
     TranscriptEntry,
     build_messages,
@@ -9,6 +8,7 @@ from battles.prompts import (
     document_markers,
     frame_document,
 )
+from battles.models import Role
 
 
 def count_words(text: str) -> int:

@@ -19,11 +19,12 @@ from django.test import Client, override_settings
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from battles import sse
-from battles.documents import DocumentRejected, ExtractedText, extract_text, safe_display_name
+from battles.documents import ExtractedText, extract_text, safe_display_name
 from battles.events import TYPES, RecordedEvent
+from battles.exceptions import DocumentRejected
+from battles.live import sse
 from battles.models import Battle, Document
-from tests.sse_client import Parser, parse
+from tests.support.sse_client import Parser, parse
 
 PURE = settings(max_examples=150, deadline=None, database=None)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ESSAY
-from tests.live import ROOT, LiveDatabase, base_env
-from tests.openai_server import OpenAIServer, Script
+from tests.support.live import ROOT, LiveDatabase, base_env
+from tests.support.openai_server import OpenAIServer, Script
 
 pytestmark = pytest.mark.e2e
 

@@ -29,11 +29,11 @@ import httpx
 import pytest
 import redis
 
-from battles.broadcast import TAKEOVER_REASON
-from battles.engine import HANDOVER_REASON
+from battles.engine.lease import HANDOVER_REASON
+from battles.live.hub import TAKEOVER_REASON
 from tests.conftest import ESSAY
-from tests.live import ROOT, LiveServer, PostgresDatabase, migrate
-from tests.sse_client import Message, Parser
+from tests.support.live import ROOT, LiveServer, PostgresDatabase, migrate
+from tests.support.sse_client import Message, Parser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from tests.live import PostgresDatabase, migrate
-from tests.services import POSTGRES, require
+from tests.support.live import PostgresDatabase, migrate
+from tests.support.services import POSTGRES, require
 
 
 @pytest.fixture

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import re
 
-from battles import sparring
+from battles.engine.prompts import TranscriptEntry, build_messages, frame_document
+from battles.engine.verdict import parse_round_scores, parse_verdict
 from battles.models import Role
-from battles.prompts import TranscriptEntry, build_messages, frame_document
-from battles.verdict import parse_round_scores, parse_verdict
+from battles.providers.sparring import rules as sparring
 from tests.conftest import ESSAY
 
 QUOTE = re.compile(r'^\d+\. "(.+)"$', re.MULTILINE)

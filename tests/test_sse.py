@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from battles import sse
 from battles.events import RecordedEvent
-from tests.sse_client import parse
+from battles.live import sse
+from tests.support.sse_client import parse
 
 AWKWARD = [
     "plain",

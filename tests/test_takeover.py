@@ -15,13 +15,16 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from battles import events, selectors, services, supervisor
-from battles.broadcast import TAKEOVER_REASON, hub, spectate
-from battles.engine import HANDOVER_REASON, LEASE_LOST, BattleRun
+from battles import events, selectors, services
+from battles.engine import BattleRun
+from battles.engine.lease import HANDOVER_REASON, StopReason
 from battles.events import RecordedEvent
 from battles.exceptions import LeaseLost
+from battles.live import supervisor
+from battles.live.hub import TAKEOVER_REASON, hub
+from battles.live.streams import spectate
 from battles.models import Battle, Event, Turn
-from tests.sse_client import Parser
+from tests.support.sse_client import Parser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,7 +73,7 @@ async def run_and_kill(run: BattleRun, condition: Callable[[RecordedEvent], bool
 
     def listener(batch: list[RecordedEvent]) -> None:
         if any(condition(e) for e in batch):
-            run._stop(LEASE_LOST)
+            run._stop(StopReason.LEASE_LOST)
 
     run.listeners.append(listener)
     with pytest.raises(asyncio.CancelledError):
@@ -133,7 +136,7 @@ async def test_a_battle_with_a_live_lease_cannot_be_taken_over(make_battle) -> N
 
 async def test_a_taken_over_battle_continues_from_its_last_completed_turn(make_battle) -> None:
     battle = await abandoned_mid_turn(make_battle, turn=2)
-    assert await sync_to_async(selectors.battles_to_take_over)() == [str(battle.pk)]
+    assert await sync_to_async(selectors.battles_to_take_over)() == [battle.pk]
 
     taken = await sync_to_async(services.battle_take_over)(battle_id=battle.pk, reason="gone", owner=OTHER)
     progress = await sync_to_async(selectors.battle_progress)(battle=taken)
@@ -230,7 +233,7 @@ async def test_a_spectator_already_watching_sees_the_battle_go_on(make_battle, s
     battle = await abandoned_mid_turn(make_battle, turn=2)
 
     parser = Parser()
-    messages = [m async for chunk in spectate(str(battle.pk), after=0) for m in parser.feed(chunk.decode())]
+    messages = [m async for chunk in spectate(battle.pk, after=0) for m in parser.feed(chunk.decode())]
 
     streamed = [RecordedEvent(int(m.id), m.event, m.json(), 0) for m in messages if m.id is not None]
     stored = await sync_to_async(stored_log)(battle.pk)
@@ -244,8 +247,8 @@ async def test_a_spectator_already_watching_sees_the_battle_go_on(make_battle, s
 async def test_the_sweep_continues_a_battle_nobody_watches(make_battle) -> None:
     battle = await abandoned_mid_turn(make_battle, turn=3)
 
-    assert await supervisor.sweep_once() == [str(battle.pk)]
-    channel = hub.channels[str(battle.pk)]
+    assert await supervisor.sweep_once() == [battle.pk]
+    channel = hub.channels[battle.pk]
     while not channel.closed:
         await channel.wait(timeout=5)
 
@@ -269,7 +272,7 @@ async def test_a_handed_over_battle_is_released_at_once_and_continued(make_battl
     log = await sync_to_async(stored_log)(battle.pk)
     assert log[-1].type == events.TURN_INTERRUPTED
     assert log[-1].data == {"turn": 2, "reason": HANDOVER_REASON}
-    assert await sync_to_async(selectors.battles_to_take_over)() == [str(battle.pk)]
+    assert await sync_to_async(selectors.battles_to_take_over)() == [battle.pk]
 
     taken = await sync_to_async(services.battle_take_over)(battle_id=battle.pk, reason="x", owner=OTHER)
     progress = await sync_to_async(selectors.battle_progress)(battle=taken)
@@ -287,7 +290,7 @@ async def test_draining_hands_battles_over_and_ends_every_stream(make_battle, se
     settings.ARENA_SPARRING_DELAY_MS = 20  # slow enough to be mid-turn when the drain comes
     battle = await sync_to_async(make_battle)(rounds=1)
     parser = Parser()
-    stream = spectate(str(battle.pk), after=0)
+    stream = spectate(battle.pk, after=0)
     seen = []
     async for chunk in stream:
         seen += parser.feed(chunk.decode())

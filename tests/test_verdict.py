@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from battles.verdict import (
+from battles.engine.verdict import (
     NO_SUMMARY,
     Scores,
     parse_final_scores,

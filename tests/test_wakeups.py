@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from battles import wakeups
-from battles.wakeups import Wakeups
+from battles.live import wakeups
+from battles.live.wakeups import Wakeups
 
 
 async def waiting(wakeups: Wakeups, count: int, timeout: float = 60) -> list[asyncio.Task[bool]]:

@@ -13,13 +13,15 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.urls import reverse
 
 from battles import services
-from battles.documents import DocumentRejected
+from battles.constants import MAX_ROUNDS, MIN_ROUNDS, ROLES
 from battles.engine import run_battle
+from battles.engine.eventlog import Listener
 from battles.events import RecordedEvent
 from battles.exceptions import BattleError
-from battles.models import MAX_ROUNDS, MIN_ROUNDS, Battle
-from battles.sse import encode_json
-from battles.terminal import TerminalPrinter
+from battles.live import brokers
+from battles.live.sse import encode_json
+from battles.live.terminal import TerminalPrinter
+from battles.models import Battle
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -27,6 +29,15 @@ EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 def arena_url(battle: Battle) -> str:
     """Where the web arena shows this battle, live while it runs (ARENA_BASE_URL)."""
     return settings.ARENA_BASE_URL.rstrip("/") + reverse("battles:arena", args=[battle.pk])
+
+
+async def _run_published(battle: Battle, listener: Listener) -> Battle:
+    """Run the battle, heard by `listener` and published like any battle (through Redis when
+    configured, so that the web arena's spectators on every process see it live)."""
+    try:
+        return await run_battle(battle.pk, listeners=[listener, brokers.publisher(battle.pk)])
+    finally:
+        await brokers.broker().close()
 
 
 class Command(BaseCommand):
@@ -38,7 +49,7 @@ class Command(BaseCommand):
             "--rounds", type=int, help=f"Rounds, {MIN_ROUNDS} to {MAX_ROUNDS} (default ARENA_ROUNDS)."
         )
         parser.add_argument("--model", help="litellm model string for all three roles (default ARENA_MODEL).")
-        for role in ("aggressor", "defender", "moderator"):
+        for role in ROLES:
             parser.add_argument(f"--{role}-model", help=f"Model for the {role.capitalize()} only.")
         parser.add_argument("--json", action="store_true", help="One JSON object per event per line.")
 
@@ -54,7 +65,7 @@ class Command(BaseCommand):
             printer.header(battle, url=url)
             listener = printer.print_events
         try:
-            battle = asyncio.run(run_battle(battle.pk, listeners=[listener]))
+            battle = asyncio.run(_run_published(battle, listener))
         except asyncio.CancelledError:
             # Only when this process lost the battle's lease (it stalled past ARENA_LEASE_SECONDS).
             self.stderr.write(f"runbattle: another server took the battle over; follow it at {url}")
@@ -74,13 +85,11 @@ class Command(BaseCommand):
         except OSError as exc:
             self._bad_input(f"cannot read {path}: {exc.strerror or exc}")
         model = options["model"]
-        models = {role: options[f"{role}_model"] or model for role in ("aggressor", "defender", "moderator")}
+        models = {role: options[f"{role}_model"] or model for role in ROLES}
         try:
             document = services.document_create(data=data, name=path.name)
             return services.battle_create(document=document, rounds=options["rounds"], models=models)
-        except DocumentRejected as exc:
-            self._bad_input(exc.reason)
-        except BattleError as exc:
+        except BattleError as exc:  # DocumentRejected included
             self._bad_input(exc.message)
         raise AssertionError("unreachable")
 

@@ -28,7 +28,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_SECONDS = 60
 POSTGRESQL_ENGINE = "django.db.backends.postgresql"
 

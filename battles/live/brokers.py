@@ -13,12 +13,14 @@ The stored log is the source of truth; a broker only makes other processes hear 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
+from uuid import UUID
 
 from django.conf import settings
 
@@ -28,7 +30,7 @@ from battles.events import RecordedEvent
 logger = logging.getLogger(__name__)
 
 # While a battle's stream is quiet, its followers look at the stored log this often (the safety net
-# under a lost publish, and the pace of the runner's liveness checks in `broadcast`).
+# under a lost publish, and the pace of the runner's liveness checks in `battles.live.hub`).
 FOLLOW_CHECK_SECONDS = 1.0
 # Entries kept per battle stream (approximately): late followers read older events from the log.
 STREAM_MAX_ENTRIES = 10_000
@@ -45,7 +47,7 @@ class Follower(Protocol):
 
 
 class Broker(Protocol):
-    def publish(self, battle_id: str, batch: Sequence[RecordedEvent]) -> None:
+    def publish(self, battle_id: UUID, batch: Sequence[RecordedEvent]) -> None:
         """Pass on a committed batch. Never blocks and never raises: the log already has it."""
         ...
 
@@ -57,13 +59,13 @@ class Broker(Protocol):
         """Flush, then let go of this event loop's connections (before the loop ends)."""
         ...
 
-    def follower(self, battle_id: str) -> Follower: ...
+    def follower(self, battle_id: UUID) -> Follower: ...
 
 
 class StoredLogFollower:
     """Follows a battle by polling its stored log."""
 
-    def __init__(self, battle_id: str, *, poll_seconds: float) -> None:
+    def __init__(self, battle_id: UUID, *, poll_seconds: float) -> None:
         self.battle_id = battle_id
         self.poll_seconds = poll_seconds
 
@@ -78,7 +80,7 @@ class StoredLogFollower:
 
 
 class MemoryBroker:
-    def publish(self, battle_id: str, batch: Sequence[RecordedEvent]) -> None:
+    def publish(self, battle_id: UUID, batch: Sequence[RecordedEvent]) -> None:
         pass
 
     async def flush(self) -> None:
@@ -87,11 +89,11 @@ class MemoryBroker:
     async def close(self) -> None:
         pass
 
-    def follower(self, battle_id: str) -> Follower:
+    def follower(self, battle_id: UUID) -> Follower:
         return StoredLogFollower(battle_id, poll_seconds=settings.ARENA_TAIL_POLL_SECONDS)
 
 
-def stream_key(battle_id: str) -> str:
+def stream_key(battle_id: UUID) -> str:
     return f"arena:battle:{battle_id}:events"
 
 
@@ -120,9 +122,9 @@ class RedisBroker:
             state = self._loops[loop] = _LoopState(self.url)
         return state
 
-    def publish(self, battle_id: str, batch: Sequence[RecordedEvent]) -> None:
+    def publish(self, battle_id: UUID, batch: Sequence[RecordedEvent]) -> None:
         if batch:
-            self._state().publish(str(battle_id), batch)
+            self._state().publish(battle_id, batch)
 
     async def flush(self) -> None:
         await self._state().queue.join()
@@ -132,7 +134,7 @@ class RedisBroker:
         if state is not None:
             await state.close()
 
-    def follower(self, battle_id: str) -> Follower:
+    def follower(self, battle_id: UUID) -> Follower:
         return RedisFollower(self._state().client, battle_id)
 
 
@@ -143,10 +145,10 @@ class _LoopState:
         import redis.asyncio as redis
 
         self.client = redis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
-        self.queue: asyncio.Queue[tuple[str, Sequence[RecordedEvent]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[UUID, Sequence[RecordedEvent]]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
-    def publish(self, battle_id: str, batch: Sequence[RecordedEvent]) -> None:
+    def publish(self, battle_id: UUID, batch: Sequence[RecordedEvent]) -> None:
         self.queue.put_nowait((battle_id, batch))
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._publish_loop(), name="redis-publisher")
@@ -177,7 +179,7 @@ class _LoopState:
 class RedisFollower:
     """Reads one battle's stream from where it stood when following began; gaps come from the log."""
 
-    def __init__(self, client: object, battle_id: str) -> None:
+    def __init__(self, client: Any, battle_id: UUID) -> None:
         self.client = client
         self.battle_id = battle_id
         self.key = stream_key(battle_id)
@@ -223,6 +225,11 @@ class RedisFollower:
 
     async def close(self) -> None:
         pass
+
+
+def publisher(battle_id: UUID) -> Callable[[Sequence[RecordedEvent]], None]:
+    """A listener for the engine: it passes each committed batch of the battle on to the broker."""
+    return functools.partial(broker().publish, battle_id)
 
 
 @cache

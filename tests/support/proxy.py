@@ -10,7 +10,7 @@ import contextlib
 import socket
 import threading
 
-from tests.live import free_port
+from tests.support.live import free_port
 
 
 class CuttableProxy:

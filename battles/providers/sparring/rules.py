@@ -1,12 +1,10 @@
-"""`arena/sparring`: the built-in offline model, a rule-based stand-in for a real LLM.
+"""The sparring model's rules: how each role answers the prompt it is given, without any AI.
 
-It is registered as a litellm custom provider, so the engine calls it exactly as it calls OpenAI or
-Ollama. It reads the same prompt a real model gets: it finds the document between its markers, the
+It reads the same prompt a real model gets: it finds the document between its markers, the
 transcript and the task line, and answers in its role. The Aggressor quotes real sentences of the
 document and attacks them, the Defender answers those quotes, the Moderator scores the round and, in
-the last round, gives the verdict in the format `battles.verdict` parses (and as JSON when the
-structured verdict request asks for it). Deterministic: the same
-prompt always gives the same answer. It is not AI and does not pretend to be.
+the last round, gives the verdict in the format `battles.engine.verdict` parses (and as JSON when the
+structured verdict request asks for it). Deterministic: the same prompt always gives the same answer.
 """
 
 from __future__ import annotations
@@ -19,12 +17,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from battles.engine.prompts import TASK_LINE, TRANSCRIPT_HEADER
+from battles.engine.verdict import Scores, parse_round_scores
 from battles.models import Role
-from battles.prompts import TASK_LINE, TRANSCRIPT_HEADER
-from battles.verdict import Scores, parse_round_scores
 
-MODEL_NAME = "sparring"
-PROVIDER = "arena"
 # Two quotes per round keeps each turn readable (about 100–200 words).
 QUOTES_PER_ROUND = 2
 # Sentences shorter than this are headings or fragments; longer ones are trimmed in quotes.
@@ -362,7 +358,7 @@ def final_verdict(prompt: Prompt) -> FinalVerdict:
 
 
 def verdict_reply(prompt: Prompt) -> str:
-    """The answer to the structured verdict request: the JSON object `battles.verdict` asks for."""
+    """The answer to the structured verdict request: the JSON object `battles.engine.verdict` asks for."""
     verdict = final_verdict(prompt)
     return json.dumps(
         {

@@ -1,4 +1,4 @@
-"""A serving process's background duties, started with its first request (see `arena.asgi`).
+"""A serving process's background duties, started with its first request (`arena.asgi_wrappers.Supervised`).
 
 - The sweep: every few seconds, take over the running battles whose runner died (its lease ran out)
   even when nobody here watches them, so no battle stays "running" forever.
@@ -10,18 +10,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
 from types import FrameType
+from typing import Protocol
+from uuid import UUID
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from battles import selectors
-from battles.broadcast import hub
+from battles.live.hub import hub
 
 logger = logging.getLogger(__name__)
 
@@ -29,36 +29,15 @@ logger = logging.getLogger(__name__)
 # sent completely before the server stops and cancels whatever is left.
 RESPONSES_TIMEOUT_SECONDS = 5.0
 
+
+class Server(Protocol):
+    """What the graceful shutdown needs of the server: to wait for the responses under way."""
+
+    async def wait_idle(self, timeout: float) -> None: ...
+
+
 _started: asyncio.AbstractEventLoop | None = None
 _shutdown: list[asyncio.Task[None]] = []  # a reference, so the shutdown task is not collected
-
-
-class Supervised:
-    """ASGI wrapper: starts the process's background duties with the first connection, and counts
-    the requests under way so that a graceful shutdown lets them finish."""
-
-    def __init__(self, app: Callable) -> None:
-        self.app = app
-        self.in_flight = 0
-        self._idle: asyncio.Event | None = None
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        start(self)
-        self.in_flight += 1
-        try:
-            return await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0 and self._idle is not None:
-                self._idle.set()
-
-    async def wait_idle(self, timeout: float) -> None:
-        """Wait until no request is under way (its response fully sent), at most `timeout` seconds."""
-        if self.in_flight:
-            self._idle = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._idle.wait()
 
 
 def sweep_interval_seconds() -> float:
@@ -66,7 +45,7 @@ def sweep_interval_seconds() -> float:
     return settings.ARENA_LEASE_SECONDS / 2
 
 
-def start(server: Supervised | None = None) -> None:
+def start(server: Server | None = None) -> None:
     """Start the sweep and take over SIGTERM, once per event loop. Call from inside the loop."""
     global _started
     loop = asyncio.get_running_loop()
@@ -77,12 +56,11 @@ def start(server: Supervised | None = None) -> None:
     _install_sigterm(loop, task, server)
 
 
-async def sweep_once() -> list[str]:
-    """Adopt every running battle whose lease has run out; returns their ids."""
+async def sweep_once() -> list[UUID]:
+    """Adopt every running battle whose lease has run out; returns the ids of those this process set
+    about taking over (not those it already serves)."""
     battle_ids = await sync_to_async(selectors.battles_to_take_over)()
-    for battle_id in battle_ids:
-        hub.adopt(battle_id)
-    return battle_ids
+    return [battle_id for battle_id in battle_ids if hub.adopt(battle_id)]
 
 
 async def _sweep_forever() -> None:
@@ -95,7 +73,7 @@ async def _sweep_forever() -> None:
 
 
 def _install_sigterm(
-    loop: asyncio.AbstractEventLoop, sweep: asyncio.Task[None], server: Supervised | None
+    loop: asyncio.AbstractEventLoop, sweep: asyncio.Task[None], server: Server | None
 ) -> None:
     previous = signal.getsignal(signal.SIGTERM)
 

@@ -51,7 +51,7 @@ FINAL_VERDICT_INSTRUCTION = (
     "SUMMARY: one paragraph explaining the verdict"
 )
 
-# The structured request for the verdict, after the last round (see `battles.verdict`).
+# The structured request for the verdict, after the last round (see `battles.engine.verdict`).
 # In words, not as a JSON template: small models copy a template's placeholders verbatim.
 VERDICT_TASK = (
     "The debate is over. Give your final verdict on the whole debate as one JSON object and nothing "

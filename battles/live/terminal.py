@@ -1,4 +1,5 @@
-"""Rendering a battle for a human at a terminal: a header per turn, tokens as they come, the verdict.
+"""Delivering a battle to a human at a terminal (`runbattle`): a header per turn, tokens as they
+come, the verdict.
 
 Model output and file names are untrusted: control characters (ANSI escapes included) are removed
 before anything reaches the terminal.

@@ -1,7 +1,7 @@
 """Every model call goes through here, and through `litellm.acompletion(stream=True)`.
 
-Also registers `arena/sparring` (see `battles.sparring`) as a litellm custom provider, so the built-in
-model and any real provider take the same code path.
+Custom providers (the built-in `arena/sparring`, the benchmark's clock) are registered with litellm
+through `register_custom_model`, so they take exactly the code path a real provider takes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,6 @@ from litellm import CustomLLM  # noqa: E402
 from litellm.exceptions import MidStreamFallbackError  # noqa: E402
 from litellm.types.utils import GenericStreamingChunk  # noqa: E402
 
-from battles import sparring  # noqa: E402
 from battles.exceptions import ProviderError  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -35,65 +33,32 @@ litellm.suppress_debug_info = True
 MISSING_KEY_MESSAGE = "No API key is configured for this model's provider (set its key, e.g. OPENAI_API_KEY)."
 TIMEOUT_MESSAGE = "The model stopped answering (timed out)."
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-SPARRING_MODEL = f"{sparring.PROVIDER}/{sparring.MODEL_NAME}"
-SPARRING_CONTEXT_TOKENS = 16384
 # The share of an unmapped model's context that prompts are budgeted on (see `context_tokens`).
 UNKNOWN_TOKENIZER_SHARE = 0.8
 
 
-class SparringLLM(CustomLLM):
-    """litellm's view of the sparring model: a stream of words with a watchable pace."""
+def register_custom_model(
+    *, provider: str, handler: CustomLLM, model: str, context_tokens: int, max_output_tokens: int
+) -> None:
+    """Make `model` (`provider/name`) a litellm model served by `handler`, at no cost.
 
-    async def astreaming(  # type: ignore[override]
-        self, *, model: str, messages: list, optional_params: dict, **kwargs: Any
-    ) -> AsyncIterator[GenericStreamingChunk]:
-        max_tokens = optional_params.get("max_tokens")
-        text = sparring.reply(messages, structured=bool(optional_params.get("response_format")))
-        delay = settings.ARENA_SPARRING_DELAY_MS / 1000
-        prompt_tokens = count_message_tokens(SPARRING_MODEL, messages)
-        completion = ""
-        async for piece in sparring.stream_words(text, delay_seconds=delay, max_tokens=max_tokens):
-            completion += piece
-            yield _chunk(piece)
-        finish = "stop" if completion == text else "length"
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(sparring.words(completion)),
-            "total_tokens": prompt_tokens + len(sparring.words(completion)),
-        }
-        yield _chunk("", finish_reason=finish, usage=usage)
-
-
-def _chunk(
-    text: str, *, finish_reason: str | None = None, usage: dict | None = None
-) -> GenericStreamingChunk:
-    return GenericStreamingChunk(
-        text=text,
-        is_finished=finish_reason is not None,
-        finish_reason=finish_reason or "",
-        usage=usage,  # type: ignore[typeddict-item]
-        index=0,
-        tool_use=None,
-    )
-
-
-def register_sparring() -> None:
-    """Make `arena/sparring` a litellm model: its provider, context size and (zero) price."""
-    if not any(p.get("provider") == sparring.PROVIDER for p in litellm.custom_provider_map):
+    Idempotent: a provider already registered keeps its handler.
+    """
+    if not any(p.get("provider") == provider for p in litellm.custom_provider_map):
         litellm.custom_provider_map = [
             *litellm.custom_provider_map,
-            {"provider": sparring.PROVIDER, "custom_handler": SparringLLM()},
+            {"provider": provider, "custom_handler": handler},
         ]
         # litellm reads custom_provider_map when it is set up; register the handler right away.
         litellm.utils.custom_llm_setup()
     litellm.register_model(
         {
-            SPARRING_MODEL: {
-                "litellm_provider": sparring.PROVIDER,
+            model: {
+                "litellm_provider": provider,
                 "mode": "chat",
-                "max_input_tokens": SPARRING_CONTEXT_TOKENS,
-                "max_output_tokens": 4096,
-                "max_tokens": 4096,
+                "max_input_tokens": context_tokens,
+                "max_output_tokens": max_output_tokens,
+                "max_tokens": max_output_tokens,
                 "input_cost_per_token": 0.0,
                 "output_cost_per_token": 0.0,
                 "cache_creation_input_token_cost": 0.0,
@@ -103,7 +68,18 @@ def register_sparring() -> None:
     )
 
 
-register_sparring()
+def stream_chunk(
+    text: str, *, finish_reason: str | None = None, usage: dict[str, int] | None = None
+) -> GenericStreamingChunk:
+    """One chunk of a custom provider's stream, as litellm expects it."""
+    return GenericStreamingChunk(
+        text=text,
+        is_finished=finish_reason is not None,
+        finish_reason=finish_reason or "",
+        usage=usage,  # type: ignore[typeddict-item]
+        index=0,
+        tool_use=None,
+    )
 
 
 @dataclass(frozen=True)
@@ -335,7 +311,3 @@ _ERRORS: list[tuple[type[BaseException], str, bool]] = [
     (litellm.BadRequestError, "The model provider rejected the request.", False),
     (litellm.APIError, "The model provider returned an error.", True),
 ]
-
-
-def elapsed_ms(since: float) -> int:
-    return int((time.monotonic() - since) * 1000)

@@ -2,7 +2,7 @@
 
 On a laptop without the service its tests are skipped with the reason. With `CI` set they fail
 instead, so CI never passes by skipping. `make test` runs this module as a script to decide whether
-to run the PostgreSQL pass: `python -m tests.services postgres URL` exits 0 when reachable.
+to run the PostgreSQL pass: `python -m tests.support.services postgres URL` exits 0 when reachable.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.live import libpq_url
+from tests.support.live import libpq_url
 
 # Long enough for a server on this machine under load, short enough that a closed port is quick.
 CONNECT_TIMEOUT_SECONDS = 3
@@ -76,7 +76,7 @@ def require(service: str, url: str) -> str:
 
 
 if __name__ == "__main__":
-    # python -m tests.services postgres|redis URL: exit 0 when reachable, else 1 with the reason.
+    # python -m tests.support.services postgres|redis URL: exit 0 when reachable, else 1 with the reason.
     name, url = sys.argv[1], sys.argv[2]
     why = unreachable({"postgres": POSTGRES, "redis": REDIS}[name], url)
     if why:

@@ -1,0 +1,45 @@
+"""The structured verdict request: after the last round, the Moderator is asked for its verdict as one
+JSON object matching `VERDICT_SCHEMA` (see `battles.engine.verdict`).
+
+It is not a turn: it is not streamed to spectators, and it is capped by its own size (the battle's
+token budget applies). An endpoint is asked OpenAI's way first (`json_schema`), then in JSON mode with
+a schema (llama-cpp-python's server, which enforces it with a grammar); what worked is remembered.
+"""
+
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+from battles.engine.verdict import VERDICT_SCHEMA, Verdict, parse_structured_verdict
+from battles.exceptions import ProviderError
+from battles.providers import llm
+
+logger = logging.getLogger(__name__)
+
+# The structured verdict is a short JSON object (its summary is capped at 600 characters).
+VERDICT_MAX_TOKENS = 300
+
+
+async def request_verdict(
+    *, battle_id: UUID, endpoint: llm.Endpoint, messages: list[dict[str, str]], max_tokens: int
+) -> tuple[Verdict | None, llm.Usage]:
+    """The Moderator's structured verdict, or None when the request fails or its answer is not a
+    complete, valid verdict; and what the request cost (zeros when no answer came)."""
+    for style in llm.structured_styles(endpoint):
+        stream = llm.ReplyStream(
+            endpoint, messages, max_tokens=max_tokens, json_schema=VERDICT_SCHEMA, json_style=style
+        )
+        try:
+            answer = "".join([delta async for delta in stream])
+        except ProviderError as exc:
+            logger.warning("Battle %s: no structured verdict with %s (%s)", battle_id, style, exc)
+            if exc.timed_out or stream.answered:
+                break  # it failed while answering, not because of how it was asked
+            continue  # refused: perhaps it takes the other way of asking
+        llm.structured_style_worked(endpoint, style)
+        structured = parse_structured_verdict(answer)
+        if structured is None:
+            logger.info("Battle %s: the structured verdict is unusable; reading the last turn", battle_id)
+        return structured, stream.usage
+    return None, llm.Usage()

@@ -1,0 +1,49 @@
+"""litellm's view of the sparring model: a stream of words with a watchable pace."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+from litellm import CustomLLM
+from litellm.types.utils import GenericStreamingChunk
+
+from battles.providers import llm
+from battles.providers.sparring import MODEL, PROVIDER, rules
+
+# As much as a battle of ten rounds needs; the sparring model reads the whole prompt whatever its size.
+CONTEXT_TOKENS = 16384
+MAX_OUTPUT_TOKENS = 4096
+
+
+class SparringLLM(CustomLLM):
+    async def astreaming(  # type: ignore[override]
+        self, *, model: str, messages: list[dict[str, Any]], optional_params: dict[str, Any], **kwargs: Any
+    ) -> AsyncIterator[GenericStreamingChunk]:
+        max_tokens = optional_params.get("max_tokens")
+        text = rules.reply(messages, structured=bool(optional_params.get("response_format")))
+        delay = settings.ARENA_SPARRING_DELAY_MS / 1000
+        prompt_tokens = llm.count_message_tokens(MODEL, messages)
+        completion = ""
+        async for piece in rules.stream_words(text, delay_seconds=delay, max_tokens=max_tokens):
+            completion += piece
+            yield llm.stream_chunk(piece)
+        completion_tokens = len(rules.words(completion))
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        yield llm.stream_chunk("", finish_reason="stop" if completion == text else "length", usage=usage)
+
+
+def register() -> None:
+    """Make `arena/sparring` a litellm model: its provider, context size and (zero) price."""
+    llm.register_custom_model(
+        provider=PROVIDER,
+        handler=SparringLLM(),
+        model=MODEL,
+        context_tokens=CONTEXT_TOKENS,
+        max_output_tokens=MAX_OUTPUT_TOKENS,
+    )
