@@ -21,7 +21,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGG
 # The wheel is built once per version and flags, and kept outside the checkout (CI reuses it).
 LLAMA_WHEELS ?= $(HOME)/.cache/boss-battle-arena/llama-cpp-python-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 
-.PHONY: setup migrate run test test-postgres lint format clean llm llm-install bench-llm bench
+.PHONY: setup migrate run test test-fast test-postgres lint format clean llm llm-install bench-llm bench
 
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -68,17 +68,23 @@ llm: $(LLM_INSTALLED)
 bench-llm: $(LLM_INSTALLED)
 	$(PY) -m bench.localmodel
 
-# Lint, the whole suite on SQLite, then the whole suite again on PostgreSQL.
+# Lint and types, the whole suite on SQLite, then the tests that touch the database again on PostgreSQL.
 test: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 	@$(MAKE) --no-print-directory test-postgres
 
-# The whole suite on PostgreSQL when it is reachable; skipped (and said so) when not, except in CI.
+# The unit layer: everything but the tests that start real processes (under a minute).
+test-fast: setup
+	$(VENV)/bin/pytest -m "not e2e"
+
+# The tests that touch the database (marker `database`, see tests/support/passes.py) on PostgreSQL when
+# it is reachable; skipped (and said so) when not, except in CI.
 test-postgres: setup
 	@if $(PY) -m tests.support.services postgres "$$TEST_POSTGRES_URL"; then \
-		echo "Running the suite again on PostgreSQL (DATABASE_URL=\$$TEST_POSTGRES_URL)"; \
-		DATABASE_URL="$$TEST_POSTGRES_URL" $(VENV)/bin/pytest; \
+		echo "Running the tests that touch the database again on PostgreSQL (DATABASE_URL=\$$TEST_POSTGRES_URL)"; \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(VENV)/bin/pytest -m database; \
 	elif [ -n "$$CI" ]; then \
 		echo "CI is set: the PostgreSQL pass is required"; exit 1; \
 	else \
@@ -88,6 +94,7 @@ test-postgres: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

@@ -21,6 +21,9 @@ from tests.support import live  # noqa: E402
 from tests.support.openai_server import OpenAIServer  # noqa: E402
 from tests.support.services import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, POSTGRES, REDIS, require  # noqa: E402
 
+# Marks the tests of the PostgreSQL pass (see that module).
+pytest_plugins = ["tests.support.passes"]
+
 ESSAY = """# Why every team should write tests
 
 Automated tests always pay for themselves within a week.

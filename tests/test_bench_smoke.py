@@ -14,7 +14,7 @@ import pytest
 
 from bench import run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.one_pass]
 
 SPECTATORS = 5
 

@@ -19,7 +19,7 @@ from tests.support.live import ROOT, LiveDatabase, LiveServer, base_env, provide
 from tests.support.openai_server import OpenAIServer, Script
 from tests.support.proxy import CuttableProxy
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.one_pass]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -23,7 +23,7 @@ from tests.conftest import ESSAY
 from tests.support.live import LiveDatabase, LiveServer, free_port, wait_until_serving
 from tests.support.sse_client import Message, Parser
 
-pytestmark = [pytest.mark.llm, pytest.mark.e2e]
+pytestmark = [pytest.mark.llm, pytest.mark.e2e, pytest.mark.one_pass]
 
 # Loading 94 MB and warming up takes a few seconds; far longer on a machine under load.
 SERVER_START_TIMEOUT_SECONDS = 120
