@@ -24,6 +24,9 @@ LLAMA_WHEELS ?= $(HOME)/.cache/boss-battle-arena/llama-cpp-python-$(LLAMA_VERSIO
 .PHONY: setup migrate run test test-fast test-postgres lint format clean llm llm-install bench-llm bench
 
 $(INSTALLED): requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is not installed: install Python 3.11 or newer (e.g. sudo apt-get install python3 python3-venv)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "$(PYTHON) is older than Python 3.11: install a newer one, or run make with PYTHON=python3.11"; exit 1; }
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "$(PYTHON) cannot create a virtual environment: install it with  sudo apt-get install python3-venv"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
