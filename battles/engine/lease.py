@@ -17,7 +17,8 @@ from uuid import UUID
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from battles import services
+from battles import events, services
+from battles.engine.eventlog import EventLog
 from battles.exceptions import LeaseLost
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,31 @@ async def keep_lease(*, battle_id: UUID, owner: str, on_lost: Callable[[], None]
             logger.exception("Could not renew the lease of battle %s", battle_id)
 
 
-def release_write(*, battle_id: UUID, owner: str, partial_turn: str | None) -> Callable[[], None]:
+async def hand_over(log: EventLog, *, owner: str, turn_under_way: int | None, partial_turn: str) -> None:
+    """Give the battle up for another process (graceful shutdown): the turn under way, if any, is
+    closed by `turn.interrupted` (its `partial_turn` kept for operators) and the lease released in
+    the same transaction. On failure the lease simply runs out, and the battle is taken over then."""
+    battle_id = log.battle_id
+    release = _release_write(
+        battle_id=battle_id, owner=owner, partial_turn=None if turn_under_way is None else partial_turn
+    )
+    try:
+        if turn_under_way is None:
+            await log.flush()
+            await sync_to_async(release)()
+        else:
+            await log.emit(
+                events.TURN_INTERRUPTED,
+                {"turn": turn_under_way, "reason": HANDOVER_REASON},
+                write=release,
+                durable=True,
+            )
+        logger.info("Battle %s handed over to another process", battle_id)
+    except Exception:
+        logger.exception("Could not hand battle %s over", battle_id)
+
+
+def _release_write(*, battle_id: UUID, owner: str, partial_turn: str | None) -> Callable[[], None]:
     """The write that gives a battle up: the turn under way, if any (`partial_turn` is what it had
     streamed, kept for operators; None when no turn was under way), is marked interrupted, and the
     lease is released."""

@@ -11,8 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
@@ -28,12 +26,11 @@ from battles.engine.prompts import (
     FramedDocument,
     TranscriptEntry,
     build_messages,
-    build_verdict_messages,
     document_budget,
     frame_document,
 )
-from battles.engine.verdict import Scores, Verdict, parse_round_scores, parse_verdict
-from battles.engine.verdict_request import VERDICT_MAX_TOKENS, request_verdict
+from battles.engine.verdict import Scores, Verdict, budget_exhausted_verdict, parse_round_scores
+from battles.engine.verdict_request import final_verdict
 from battles.exceptions import BattleStateError, BudgetExhausted, LeaseLost, ProviderError
 from battles.models import ROLE_ORDER, Battle, Role
 from battles.providers import llm
@@ -53,11 +50,6 @@ async def run_battle(battle_id: UUID, *, listeners: Sequence[Listener] = ()) -> 
     battle = await sync_to_async(services.battle_start)(battle_id=battle_id)
     await BattleRun(battle, listeners=listeners).run()
     return await Battle.objects.select_related("document").aget(pk=battle.pk)
-
-
-def _in_thread(function: Any, /, *args: Any, **kwargs: Any) -> Any:
-    """Run CPU-bound work (token counting, prompt building) off the event loop."""
-    return sync_to_async(function, thread_sensitive=False)(*args, **kwargs)
 
 
 class BattleRun:
@@ -138,7 +130,9 @@ class BattleRun:
             await self._fail(exc.message, retryable=exc.retryable)
         except asyncio.CancelledError:
             if self._stopping is StopReason.HANDED_OVER:
-                await self._hand_over()
+                await lease.hand_over(
+                    self.log, owner=self.owner, turn_under_way=self.turn_under_way, partial_turn=self.content
+                )
             elif self._stopping is not StopReason.LEASE_LOST:
                 await self._fail(SHUTDOWN_ERROR, retryable=True)
             raise
@@ -162,30 +156,9 @@ class BattleRun:
             self._stopping = reason
             self.task.cancel()
 
-    async def _hand_over(self) -> None:
-        battle_id, index = self.battle.pk, self.turn_under_way
-        release = lease.release_write(
-            battle_id=battle_id, owner=self.owner, partial_turn=None if index is None else self.content
-        )
-        try:
-            if index is None:
-                await self.log.flush()
-                await sync_to_async(release)()
-            else:
-                await self.log.emit(
-                    events.TURN_INTERRUPTED,
-                    {"turn": index, "reason": lease.HANDOVER_REASON},
-                    write=release,
-                    durable=True,
-                )
-            logger.info("Battle %s handed over to another process", battle_id)
-        except Exception:
-            # Not released: another process takes it over once the lease runs out.
-            logger.exception("Could not hand battle %s over", battle_id)
-
     async def _run(self) -> None:
         battle = self.battle
-        documents = await _in_thread(self._frame_documents)
+        documents = await asyncio.to_thread(self._frame_documents)
         if self.log.last_seq == 0:
             await self._announce(documents)
         done = len(self.transcript)
@@ -197,44 +170,25 @@ class BattleRun:
                     if index > done:
                         await self._turn(index, round_number, role, documents[battle.model_for(role)])
         except BudgetExhausted:
-            budget = settings.ARENA_MAX_TOKENS_PER_BATTLE
-            summary = (
-                f"The battle ran out of its token budget ({budget} tokens) after {len(self.transcript)} "
-                "turn(s); the verdict is derived from the round scores so far."
+            verdict = budget_exhausted_verdict(
+                self.round_scores,
+                budget_tokens=settings.ARENA_MAX_TOKENS_PER_BATTLE,
+                turns=len(self.transcript),
             )
-            verdict = replace(parse_verdict("", self.round_scores), summary=summary)
             verdict_usage = llm.Usage()
         else:
-            verdict, verdict_usage = await self._verdict(documents[battle.model_for(Role.MODERATOR)])
+            verdict, verdict_usage = await final_verdict(
+                battle_id=battle.pk,
+                rounds=battle.rounds,
+                endpoint=self.endpoints[Role.MODERATOR],
+                document=documents[battle.model_for(Role.MODERATOR)],
+                transcript=self.transcript,
+                round_scores=self.round_scores,
+                budget=self.budget,
+            )
         # No await between the two: the verdict and battle.completed are committed together.
         await self.log.emit(events.VERDICT, {**verdict.as_event_data(), "usage": _usage_data(verdict_usage)})
         await self._complete(verdict)
-
-    async def _verdict(self, document: FramedDocument) -> tuple[Verdict, llm.Usage]:
-        """The verdict and what asking for it cost: the structured request first, the last Moderator
-        turn's text when that request fails or its answer is not a complete verdict."""
-        from_text = parse_verdict(self.transcript[-1].content, self.round_scores)
-        endpoint = self.endpoints[Role.MODERATOR]
-        messages = await _in_thread(
-            build_verdict_messages,
-            rounds=self.battle.rounds,
-            document=document,
-            transcript=list(self.transcript),
-            context_tokens=llm.context_tokens(endpoint.model),
-            max_tokens=VERDICT_MAX_TOKENS,
-            count_tokens=lambda text: llm.count_tokens(endpoint.model, text),
-        )
-        try:
-            max_tokens = await _in_thread(
-                self.budget.affordable_tokens, endpoint, messages, cap=VERDICT_MAX_TOKENS
-            )
-        except BudgetExhausted:
-            return from_text, llm.Usage()
-        structured, usage = await request_verdict(
-            battle_id=self.battle.pk, endpoint=endpoint, messages=messages, max_tokens=max_tokens
-        )
-        self.budget.count(endpoint, usage)
-        return structured or from_text, usage
 
     async def _announce(self, documents: dict[str, FramedDocument]) -> None:
         battle = self.battle
@@ -299,7 +253,7 @@ class BattleRun:
 
     async def _turn(self, index: int, round_number: int, role: Role, document: FramedDocument) -> None:
         endpoint = self.endpoints[role]
-        messages = await _in_thread(
+        messages = await asyncio.to_thread(
             build_messages,
             role=role,
             round_number=round_number,
@@ -310,7 +264,9 @@ class BattleRun:
             max_tokens_per_turn=self.max_tokens,
             count_tokens=lambda text: llm.count_tokens(endpoint.model, text),
         )
-        max_tokens = await _in_thread(self.budget.affordable_tokens, endpoint, messages, cap=self.max_tokens)
+        max_tokens = await asyncio.to_thread(
+            self.budget.affordable_tokens, endpoint, messages, cap=self.max_tokens
+        )
         battle = self.battle
         self.turn_under_way, self.content = index, ""
         await self.log.emit(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MAX_SCORE = 10.0
 MAX_SUMMARY_CHARS = 1200
@@ -167,6 +167,17 @@ def parse_verdict(text: str, round_scores: Sequence[Scores | None]) -> Verdict:
         fallback=fallback,
         source=TEXT if read_something else RULES,
     )
+
+
+def budget_exhausted_verdict(
+    round_scores: Sequence[Scores | None], *, budget_tokens: int, turns: int
+) -> Verdict:
+    """The verdict of a battle that ran out of its token budget: derived from the round scores so far."""
+    summary = (
+        f"The battle ran out of its token budget ({budget_tokens} tokens) after {turns} turn(s); the "
+        "verdict is derived from the round scores so far."
+    )
+    return replace(parse_verdict("", round_scores), summary=summary)
 
 
 def _winner_from(scores: Scores | None) -> str:

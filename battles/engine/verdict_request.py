@@ -1,5 +1,6 @@
-"""The structured verdict request: after the last round, the Moderator is asked for its verdict as one
-JSON object matching `VERDICT_SCHEMA` (see `battles.engine.verdict`).
+"""The final verdict: after the last round, the Moderator is asked for its verdict as one JSON object
+matching `VERDICT_SCHEMA` (see `battles.engine.verdict`); when that fails, it is read from the
+Moderator's last turn.
 
 It is not a turn: it is not streamed to spectators, and it is capped by its own size (the battle's
 token budget applies). An endpoint is asked OpenAI's way first (`json_schema`), then in JSON mode with
@@ -8,17 +9,56 @@ a schema (llama-cpp-python's server, which enforces it with a grammar); what wor
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from uuid import UUID
 
-from battles.engine.verdict import VERDICT_SCHEMA, Verdict, parse_structured_verdict
-from battles.exceptions import ProviderError
+from battles.engine.budget import Budget
+from battles.engine.prompts import FramedDocument, TranscriptEntry, build_verdict_messages
+from battles.engine.verdict import VERDICT_SCHEMA, Scores, Verdict, parse_structured_verdict, parse_verdict
+from battles.exceptions import BudgetExhausted, ProviderError
 from battles.providers import llm
 
 logger = logging.getLogger(__name__)
 
 # The structured verdict is a short JSON object (its summary is capped at 600 characters).
 VERDICT_MAX_TOKENS = 300
+
+
+async def final_verdict(
+    *,
+    battle_id: UUID,
+    rounds: int,
+    endpoint: llm.Endpoint,
+    document: FramedDocument,
+    transcript: Sequence[TranscriptEntry],
+    round_scores: Sequence[Scores | None],
+    budget: Budget,
+) -> tuple[Verdict, llm.Usage]:
+    """The verdict and what asking for it cost (counted in `budget`): the structured request first, the
+    last Moderator turn's text when that request fails or its answer is not a complete verdict."""
+    from_text = parse_verdict(transcript[-1].content, round_scores)
+    messages = await asyncio.to_thread(
+        build_verdict_messages,
+        rounds=rounds,
+        document=document,
+        transcript=list(transcript),
+        context_tokens=llm.context_tokens(endpoint.model),
+        max_tokens=VERDICT_MAX_TOKENS,
+        count_tokens=lambda text: llm.count_tokens(endpoint.model, text),
+    )
+    try:
+        max_tokens = await asyncio.to_thread(
+            budget.affordable_tokens, endpoint, messages, cap=VERDICT_MAX_TOKENS
+        )
+    except BudgetExhausted:
+        return from_text, llm.Usage()
+    structured, usage = await request_verdict(
+        battle_id=battle_id, endpoint=endpoint, messages=messages, max_tokens=max_tokens
+    )
+    budget.count(endpoint, usage)
+    return structured or from_text, usage
 
 
 async def request_verdict(
