@@ -8,10 +8,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from battles.constants import MAX_ROUNDS, MIN_ROUNDS, MULTIPART_OVERHEAD_BYTES, ROLES
+
+# Lets the code write the generic types it is checked with (`admin.ModelAdmin[Battle]`): it gives
+# the Django classes that lack one a `__class_getitem__` that returns the class itself.
+django_stubs_ext.monkeypatch()
 
 # litellm fetches its model price map from the internet at import unless told otherwise; these
 # machines have no internet. Must be set before anything imports litellm.
