@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
@@ -26,6 +26,7 @@ from battles.engine.eventlog import EventLog, Listener
 from battles.engine.lease import StopReason
 from battles.engine.prompts import (
     FramedDocument,
+    TokenCounter,
     TranscriptEntry,
     build_messages,
     build_verdict_messages,
@@ -55,7 +56,11 @@ async def run_battle(battle_id: UUID, *, listeners: Sequence[Listener] = ()) -> 
     return await Battle.objects.select_related("document").aget(pk=battle.pk)
 
 
-def _in_thread(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _in_thread(function: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> Coroutine[Any, Any, _R]:
     """Run CPU-bound work (token counting, prompt building) off the event loop."""
     return sync_to_async(function, thread_sensitive=False)(*args, **kwargs)
 
@@ -293,7 +298,7 @@ class BattleRun:
                     max_tokens_per_turn=self.max_tokens,
                     rounds=battle.rounds,
                 ),
-                count_tokens=lambda text, model=model: llm.count_tokens(model, text),
+                count_tokens=_token_counter(model),
             )
         return framed
 
@@ -313,12 +318,14 @@ class BattleRun:
         max_tokens = await _in_thread(self.budget.affordable_tokens, endpoint, messages, cap=self.max_tokens)
         battle = self.battle
         self.turn_under_way, self.content = index, ""
+
+        def start_turn() -> None:  # the log's writes return nothing; the Turn row is not needed here
+            services.turn_start(battle=battle, index=index, round_number=round_number, role=role)
+
         await self.log.emit(
             events.TURN_STARTED,
             {"turn": index, "round": round_number, "role": role.value},
-            write=lambda: services.turn_start(
-                battle=battle, index=index, round_number=round_number, role=role
-            ),
+            write=start_turn,
             durable=True,
         )
         stream = llm.ReplyStream(endpoint, messages, max_tokens=max_tokens)
@@ -386,6 +393,12 @@ class BattleRun:
             await sync_to_async(services.append_with)(
                 battle_id=battle_id, events=[], write=fail, owner=self.owner
             )
+
+
+def _token_counter(model: str) -> TokenCounter:
+    """Counts tokens as `model` does: a closure over its own `model`, as the loop that frames the
+    documents needs."""
+    return lambda text: llm.count_tokens(model, text)
 
 
 def _usage_data(usage: llm.Usage) -> dict[str, int]:
