@@ -21,6 +21,7 @@ import litellm  # noqa: E402
 from django.conf import settings  # noqa: E402
 from litellm import CustomLLM  # noqa: E402
 from litellm.exceptions import MidStreamFallbackError  # noqa: E402
+from litellm.types.llms.openai import ChatCompletionUsageBlock  # noqa: E402
 from litellm.types.utils import GenericStreamingChunk  # noqa: E402
 
 from battles.exceptions import ProviderError  # noqa: E402
@@ -50,7 +51,7 @@ def register_custom_model(
             {"provider": provider, "custom_handler": handler},
         ]
         # litellm reads custom_provider_map when it is set up; register the handler right away.
-        litellm.utils.custom_llm_setup()
+        litellm.utils.custom_llm_setup()  # type: ignore[no-untyped-call]  # litellm leaves it unannotated
     litellm.register_model(
         {
             model: {
@@ -69,14 +70,14 @@ def register_custom_model(
 
 
 def stream_chunk(
-    text: str, *, finish_reason: str | None = None, usage: dict[str, int] | None = None
+    text: str, *, finish_reason: str | None = None, usage: ChatCompletionUsageBlock | None = None
 ) -> GenericStreamingChunk:
     """One chunk of a custom provider's stream, as litellm expects it."""
     return GenericStreamingChunk(
         text=text,
         is_finished=finish_reason is not None,
         finish_reason=finish_reason or "",
-        usage=usage,  # type: ignore[typeddict-item]
+        usage=usage,
         index=0,
         tool_use=None,
     )

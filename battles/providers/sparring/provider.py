@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from litellm import CustomLLM
+from litellm.types.llms.openai import ChatCompletionUsageBlock
 from litellm.types.utils import GenericStreamingChunk
 
 from battles.providers import llm
@@ -18,6 +19,7 @@ MAX_OUTPUT_TOKENS = 4096
 
 
 class SparringLLM(CustomLLM):
+    # The ignore: litellm's base method lists its arguments positionally; it passes them all by keyword.
     async def astreaming(  # type: ignore[override]
         self, *, model: str, messages: list[dict[str, Any]], optional_params: dict[str, Any], **kwargs: Any
     ) -> AsyncIterator[GenericStreamingChunk]:
@@ -30,7 +32,7 @@ class SparringLLM(CustomLLM):
             completion += piece
             yield llm.stream_chunk(piece)
         completion_tokens = len(rules.words(completion))
-        usage = {
+        usage: ChatCompletionUsageBlock = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
