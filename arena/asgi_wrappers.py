@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeAlias
 
 from asgiref.sync import ThreadSensitiveContext
 from django.urls import Resolver404, resolve
 
 from battles.live import supervisor
+
+# ASGI as django-stubs types Django's own handler, so that it fits these wrappers: a scope and the
+# messages are dicts whose keys depend on their "type".
+Scope: TypeAlias = dict[str, Any]
+Message: TypeAlias = Mapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class RequestBodyLimit:
@@ -27,11 +36,11 @@ class RequestBodyLimit:
     Content-Length are refused at once; bodies without one are counted as they arrive.
     """
 
-    def __init__(self, app: Callable, *, limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
         self.app = app
         self.limit = limit
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
@@ -41,7 +50,7 @@ class RequestBodyLimit:
         received = 0
         refused = False
 
-        async def counting_receive() -> dict:
+        async def counting_receive() -> Message:
             nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
@@ -52,14 +61,14 @@ class RequestBodyLimit:
                     return {"type": "http.disconnect"}
             return message
 
-        async def guarded_send(message: dict) -> None:
+        async def guarded_send(message: Message) -> None:
             if not refused:
                 await send(message)
 
         return await self.app(scope, counting_receive, guarded_send)
 
     @staticmethod
-    async def _refuse(send: Callable) -> None:
+    async def _refuse(send: Send) -> None:
         body = b"Request body too large."
         await send(
             {
@@ -89,12 +98,12 @@ class StreamsShareOneThread:
     producer starts in a fresh context).
     """
 
-    def __init__(self, app: Callable, *, views: frozenset[Callable]) -> None:
+    def __init__(self, app: ASGIApp, *, views: frozenset[Callable[..., object]]) -> None:
         self.app = app
         self.views = views
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streams")
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._is_stream(scope["path"]):
             async with ThreadSensitiveContext(executor=self.executor):
                 return await self.app(scope, receive, send)
@@ -111,12 +120,12 @@ class Supervised:
     """ASGI wrapper: starts the process's background duties with the first connection, and counts
     the requests under way so that a graceful shutdown lets them finish."""
 
-    def __init__(self, app: Callable) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.in_flight = 0
         self._idle: asyncio.Event | None = None
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         supervisor.start(self)
         self.in_flight += 1
         try:

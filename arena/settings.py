@@ -8,10 +8,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from battles.constants import MAX_ROUNDS, MIN_ROUNDS, MULTIPART_OVERHEAD_BYTES, ROLES
+
+# Lets the code write the generic types it is checked with (`admin.ModelAdmin[Battle]`): it gives
+# the Django classes that lack one a `__class_getitem__` that returns the class itself.
+django_stubs_ext.monkeypatch()
 
 # litellm fetches its model price map from the internet at import unless told otherwise; these
 # machines have no internet. Must be set before anything imports litellm.
@@ -65,7 +70,7 @@ MIDDLEWARE = [
 
 # Served over HTTPS (behind a TLS-terminating proxy that sets X-Forwarded-Proto): secure cookies,
 # HSTS and a redirect to https. Off by default so `make run` works on plain http://127.0.0.1.
-ARENA_HTTPS = env.bool("ARENA_HTTPS", default=False)
+ARENA_HTTPS: bool = env.bool("ARENA_HTTPS", default=False)
 if ARENA_HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
@@ -148,82 +153,83 @@ LOGGING = {
 }
 
 # --- The arena -------------------------------------------------------------------------------
+# Each is annotated: django-environ has no types, and mypy reads `settings.ARENA_…` from here.
 
-ARENA_MODEL = env.str("ARENA_MODEL", default="arena/sparring")
-ARENA_ROLE_MODELS = {
+ARENA_MODEL: str = env.str("ARENA_MODEL", default="arena/sparring")
+ARENA_ROLE_MODELS: dict[str, str] = {
     role: env.str(f"ARENA_{role.upper()}_MODEL", default="") or ARENA_MODEL for role in ROLES
 }
 # The models a visitor may pick per role on the upload form (the configured ones by default).
-ARENA_MODEL_CHOICES = env.list(
+ARENA_MODEL_CHOICES: list[str] = env.list(
     "ARENA_MODEL_CHOICES", default=list(dict.fromkeys([ARENA_MODEL, *ARENA_ROLE_MODELS.values()]))
 )
 # Optional OpenAI-compatible endpoint and key, globally or per role (llama.cpp, vLLM, Ollama's /v1…).
-ARENA_API_BASE = env.str("ARENA_API_BASE", default="")
-ARENA_API_KEY = env.str("ARENA_API_KEY", default="")
-ARENA_ROLE_API_BASES = {
+ARENA_API_BASE: str = env.str("ARENA_API_BASE", default="")
+ARENA_API_KEY: str = env.str("ARENA_API_KEY", default="")
+ARENA_ROLE_API_BASES: dict[str, str] = {
     role: env.str(f"ARENA_{role.upper()}_API_BASE", default="") or ARENA_API_BASE for role in ROLES
 }
-ARENA_ROLE_API_KEYS = {
+ARENA_ROLE_API_KEYS: dict[str, str] = {
     role: env.str(f"ARENA_{role.upper()}_API_KEY", default="") or ARENA_API_KEY for role in ROLES
 }
 
-ARENA_ROUNDS = env.int("ARENA_ROUNDS", default=3)
+ARENA_ROUNDS: int = env.int("ARENA_ROUNDS", default=3)
 if not MIN_ROUNDS <= ARENA_ROUNDS <= MAX_ROUNDS:
     raise ImproperlyConfigured(f"ARENA_ROUNDS must be between {MIN_ROUNDS} and {MAX_ROUNDS}.")
 
-ARENA_MAX_UPLOAD_BYTES = env.int("ARENA_MAX_UPLOAD_BYTES", default=2 * 1024 * 1024)
-ARENA_MAX_TOKENS_PER_TURN = env.int("ARENA_MAX_TOKENS_PER_TURN", default=400)
+ARENA_MAX_UPLOAD_BYTES: int = env.int("ARENA_MAX_UPLOAD_BYTES", default=2 * 1024 * 1024)
+ARENA_MAX_TOKENS_PER_TURN: int = env.int("ARENA_MAX_TOKENS_PER_TURN", default=400)
 # Context window assumed for a model litellm has no information about.
-ARENA_DEFAULT_CONTEXT_TOKENS = env.int("ARENA_DEFAULT_CONTEXT_TOKENS", default=8192)
+ARENA_DEFAULT_CONTEXT_TOKENS: int = env.int("ARENA_DEFAULT_CONTEXT_TOKENS", default=8192)
 # 60 ms between words is about the pace of a fast reader: watchable under `make run`.
-ARENA_SPARRING_DELAY_MS = env.int("ARENA_SPARRING_DELAY_MS", default=60)
+ARENA_SPARRING_DELAY_MS: int = env.int("ARENA_SPARRING_DELAY_MS", default=60)
 # A provider that sends nothing for this long is treated as failed.
-ARENA_FIRST_TOKEN_TIMEOUT_SECONDS = env.float("ARENA_FIRST_TOKEN_TIMEOUT_SECONDS", default=60.0)
-ARENA_IDLE_TIMEOUT_SECONDS = env.float("ARENA_IDLE_TIMEOUT_SECONDS", default=30.0)
+ARENA_FIRST_TOKEN_TIMEOUT_SECONDS: float = env.float("ARENA_FIRST_TOKEN_TIMEOUT_SECONDS", default=60.0)
+ARENA_IDLE_TIMEOUT_SECONDS: float = env.float("ARENA_IDLE_TIMEOUT_SECONDS", default=30.0)
 # Retries (with backoff) of a model call that fails before its first token: 429, 5xx, no connection.
-ARENA_PROVIDER_RETRIES = env.int("ARENA_PROVIDER_RETRIES", default=2)
+ARENA_PROVIDER_RETRIES: int = env.int("ARENA_PROVIDER_RETRIES", default=2)
 
 # The live stream. A comment goes out this often while nothing else does, so proxies and home
 # routers do not drop an idle connection.
-ARENA_SSE_HEARTBEAT_SECONDS = env.float("ARENA_SSE_HEARTBEAT_SECONDS", default=15.0)
+ARENA_SSE_HEARTBEAT_SECONDS: float = env.float("ARENA_SSE_HEARTBEAT_SECONDS", default=15.0)
 # What EventSource waits before reconnecting (the stream's `retry:` line).
-ARENA_SSE_RETRY_MS = env.int("ARENA_SSE_RETRY_MS", default=2000)
+ARENA_SSE_RETRY_MS: int = env.int("ARENA_SSE_RETRY_MS", default=2000)
 # A spectator this many events behind the battle is disconnected; it catches up from the log.
-ARENA_SSE_MAX_LAG_EVENTS = env.int("ARENA_SSE_MAX_LAG_EVENTS", default=5000)
+ARENA_SSE_MAX_LAG_EVENTS: int = env.int("ARENA_SSE_MAX_LAG_EVENTS", default=5000)
 # Under load, spectators are woken in waves (see battles/live/wakeups.py): the next wave waits half as long
 # as the last one took, so that writing to thousands of spectators leaves the process time for the
 # battle itself; never longer than this. Bounds the latency coalescing may add to an event.
-ARENA_SSE_COALESCE_MAX_MS = env.int("ARENA_SSE_COALESCE_MAX_MS", default=250)
+ARENA_SSE_COALESCE_MAX_MS: int = env.int("ARENA_SSE_COALESCE_MAX_MS", default=250)
 # How often a battle that runs in another process (e.g. `runbattle`) is read from the stored log.
-ARENA_TAIL_POLL_SECONDS = env.float("ARENA_TAIL_POLL_SECONDS", default=0.25)
+ARENA_TAIL_POLL_SECONDS: float = env.float("ARENA_TAIL_POLL_SECONDS", default=0.25)
 
 # Scale-out. `memory` fans events out within one process (battles run elsewhere are followed through
 # the stored log); `redis` relays every committed event through Redis Streams to every process.
-ARENA_BROADCAST = env.str("ARENA_BROADCAST", default="memory")
+ARENA_BROADCAST: str = env.str("ARENA_BROADCAST", default="memory")
 if ARENA_BROADCAST not in ("memory", "redis"):
     raise ImproperlyConfigured("ARENA_BROADCAST must be 'memory' or 'redis'.")
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+REDIS_URL: str = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # The process running a battle renews its lease on it every third of this; once it has run out (the
 # process died), another process takes the battle over and continues from its last completed turn.
-ARENA_LEASE_SECONDS = env.float("ARENA_LEASE_SECONDS", default=15.0)
+ARENA_LEASE_SECONDS: float = env.float("ARENA_LEASE_SECONDS", default=15.0)
 if ARENA_LEASE_SECONDS < 1:
     raise ImproperlyConfigured("ARENA_LEASE_SECONDS must be at least 1.")
 # Where the arena is served, for the links that `manage.py runbattle` prints.
-ARENA_BASE_URL = env.str("ARENA_BASE_URL", default="http://127.0.0.1:8000")
+ARENA_BASE_URL: str = env.str("ARENA_BASE_URL", default="http://127.0.0.1:8000")
 
 # Abuse limits. Client IPs come from the connection, or from X-Forwarded-For's first entry when
 # ARENA_TRUST_X_FORWARDED_FOR is on (only behind a proxy that sets it).
-ARENA_TRUST_X_FORWARDED_FOR = env.bool("ARENA_TRUST_X_FORWARDED_FOR", default=False)
+ARENA_TRUST_X_FORWARDED_FOR: bool = env.bool("ARENA_TRUST_X_FORWARDED_FOR", default=False)
 # Battles running at once; a new battle beyond this is refused with 429 until one ends.
-ARENA_MAX_RUNNING_BATTLES = env.int("ARENA_MAX_RUNNING_BATTLES", default=8)
+ARENA_MAX_RUNNING_BATTLES: int = env.int("ARENA_MAX_RUNNING_BATTLES", default=8)
 # Battles one client IP may create per hour.
-ARENA_BATTLES_PER_IP_PER_HOUR = env.int("ARENA_BATTLES_PER_IP_PER_HOUR", default=30)
+ARENA_BATTLES_PER_IP_PER_HOUR: int = env.int("ARENA_BATTLES_PER_IP_PER_HOUR", default=30)
 # Prompt plus completion tokens one battle may spend; it ends cleanly when they run out.
-ARENA_MAX_TOKENS_PER_BATTLE = env.int("ARENA_MAX_TOKENS_PER_BATTLE", default=200_000)
+ARENA_MAX_TOKENS_PER_BATTLE: int = env.int("ARENA_MAX_TOKENS_PER_BATTLE", default=200_000)
 # Open SSE streams per client IP, in this process.
-ARENA_MAX_STREAMS_PER_IP = env.int("ARENA_MAX_STREAMS_PER_IP", default=20)
+ARENA_MAX_STREAMS_PER_IP: int = env.int("ARENA_MAX_STREAMS_PER_IP", default=20)
 # The longest one SSE response stays open; the browser then reconnects and resumes.
-ARENA_MAX_STREAM_SECONDS = env.float("ARENA_MAX_STREAM_SECONDS", default=3600.0)
+ARENA_MAX_STREAM_SECONDS: float = env.float("ARENA_MAX_STREAM_SECONDS", default=3600.0)
 
 # Django refuses bigger request bodies before our own check runs; leave room for the form fields.
 DATA_UPLOAD_MAX_MEMORY_SIZE = ARENA_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES

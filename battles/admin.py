@@ -7,15 +7,15 @@ call services; the replay reads only the stored log.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from uuid import UUID
 
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.db.models import Count, Model, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from battles import selectors, services
@@ -26,21 +26,25 @@ from battles.live.streams import replay_stream
 from battles.models import ROLE_ORDER, Battle, Document, Event, Turn
 from battles.transcripts import render_markdown
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
 STUCK_REASON = "Marked failed by an operator: the battle was stuck."
 
 
 class ReadOnlyMixin:
     """Rows are written by the arena only; the admin looks, exports and runs actions."""
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         # Without an object this is the permission actions ask for; objects themselves are view-only.
+        # The ignore: mypy checks the mixin alone, whose base (object) has no such method.
         return obj is None and super().has_change_permission(request)  # type: ignore[misc]
 
 
-class TurnInline(ReadOnlyMixin, admin.StackedInline):
+class TurnInline(ReadOnlyMixin, admin.StackedInline[Turn, Battle]):
     model = Turn
     extra = 0
     can_delete = False
@@ -66,7 +70,7 @@ class ModelFilter(admin.SimpleListFilter):
     title = "model"
     parameter_name = "model"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Battle]) -> list[tuple[str, str]]:
         used: set[str] = set()
         for role in ROLE_ORDER:
             used.update(Battle.objects.values_list(f"{role}_model", flat=True).distinct())
@@ -81,7 +85,7 @@ class ModelFilter(admin.SimpleListFilter):
 
 @admin.action(description="Export transcripts as Markdown", permissions=["view"])
 def export_markdown(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Battle]
+    modeladmin: admin.ModelAdmin[Battle], request: HttpRequest, queryset: QuerySet[Battle]
 ) -> HttpResponse:
     parts = [
         render_markdown(selectors.battle_transcript(battle=b)) for b in queryset.select_related("document")
@@ -93,7 +97,7 @@ def export_markdown(
 
 @admin.action(description="Export transcripts as JSON", permissions=["view"])
 def export_json(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Battle]
+    modeladmin: admin.ModelAdmin[Battle], request: HttpRequest, queryset: QuerySet[Battle]
 ) -> HttpResponse:
     data = [selectors.battle_transcript(battle=b) for b in queryset.select_related("document")]
     response = HttpResponse(
@@ -104,7 +108,7 @@ def export_json(
 
 
 @admin.action(description="Re-run on the same document (as a new battle)", permissions=["change"])
-def rerun(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Battle]) -> None:
+def rerun(modeladmin: admin.ModelAdmin[Battle], request: HttpRequest, queryset: QuerySet[Battle]) -> None:
     for battle in queryset.select_related("document"):
         new = services.battle_retry(battle=battle)
         url = reverse("battles:arena", args=[new.pk])
@@ -120,7 +124,9 @@ def rerun(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
 
 
 @admin.action(description="Mark stuck running battles failed", permissions=["change"])
-def mark_failed(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Battle]) -> None:
+def mark_failed(
+    modeladmin: admin.ModelAdmin[Battle], request: HttpRequest, queryset: QuerySet[Battle]
+) -> None:
     done, skipped = 0, 0
     for battle_id in queryset.values_list("pk", flat=True):
         try:
@@ -135,7 +141,7 @@ def mark_failed(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Qu
 
 
 @admin.register(Battle)
-class BattleAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class BattleAdmin(ReadOnlyMixin, admin.ModelAdmin[Battle]):
     list_display = (
         "short_id",
         "document_name",
@@ -217,7 +223,11 @@ class BattleAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return "–" if ms is None else f"{ms / 1000:.1f} s"
 
     def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         battle = self.get_object(request, object_id)
         extra_context = dict(extra_context or {})
@@ -225,7 +235,7 @@ class BattleAdmin(ReadOnlyMixin, admin.ModelAdmin):
             extra_context["replay_url"] = reverse("admin:battles_battle_replay", args=[battle.pk])
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def get_urls(self) -> list:
+    def get_urls(self) -> list[URLPattern]:
         return [
             path(
                 "<uuid:battle_id>/replay/",
@@ -265,7 +275,7 @@ class BattleAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return render(request, "admin/battles/battle/replay.html", context)
 
 
-async def replay_events(request: HttpRequest, battle_id: UUID) -> HttpResponse:
+async def replay_events(request: HttpRequest, battle_id: UUID) -> HttpResponse | StreamingHttpResponse:
     """The replay stream: staff only, stored log only, same framing and resume as the live stream."""
     user = await request.auser()
     if not (user.is_active and user.is_staff):
@@ -285,8 +295,14 @@ async def replay_events(request: HttpRequest, battle_id: UUID) -> HttpResponse:
     return sse_response(replay_stream(battle_id, after=after, speed=speed))
 
 
+class BattleCount(TypedDict):
+    """What `DocumentAdmin.get_queryset` adds to each document."""
+
+    battle_count: int
+
+
 @admin.register(Document)
-class DocumentAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class DocumentAdmin(ReadOnlyMixin, admin.ModelAdmin[Document]):
     list_display = (
         "original_name",
         "human_size",
@@ -312,12 +328,12 @@ class DocumentAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return document.sha256[:12]
 
     @admin.display(description="battles", ordering="battle_count")
-    def battle_count(self, document: Document) -> int:
-        return document.battle_count  # type: ignore[attr-defined]
+    def battle_count(self, document: WithAnnotations[Document, BattleCount]) -> int:
+        return document.battle_count
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class EventAdmin(ReadOnlyMixin, admin.ModelAdmin[Event]):
     list_display = ("battle_short_id", "seq", "type", "offset_ms", "data_preview")
     list_filter = ("type",)
     search_fields = ("battle__id",)
@@ -327,7 +343,7 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     readonly_fields = fields
     show_full_result_count = False  # counting a long log on every page view is wasted work
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
         return False  # the log is append-only
 
     @admin.display(description="battle", ordering="battle")

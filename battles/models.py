@@ -143,7 +143,8 @@ class Battle(models.Model):
         return None
 
     def model_for(self, role: str) -> str:
-        return getattr(self, f"{role}_model")
+        model: str = getattr(self, f"{role}_model")
+        return model
 
 
 class Turn(models.Model):

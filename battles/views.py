@@ -5,7 +5,14 @@ from __future__ import annotations
 from uuid import UUID
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -100,7 +107,7 @@ def arena(request: HttpRequest, battle_id: UUID) -> HttpResponse:
 
 
 @require_GET
-async def events(request: HttpRequest, battle_id: UUID) -> HttpResponse:
+async def events(request: HttpRequest, battle_id: UUID) -> HttpResponse | StreamingHttpResponse:
     """The battle's SSE stream, from seq Last-Event-ID + 1 (or ?last_event_id=N + 1)."""
     try:
         after = sse.last_event_id(request.headers.get("Last-Event-ID"), request.GET.get("last_event_id"))

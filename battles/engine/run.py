@@ -247,7 +247,7 @@ class BattleRun:
                     max_tokens_per_turn=self.max_tokens,
                     rounds=battle.rounds,
                 ),
-                count_tokens=lambda text, model=model: llm.count_tokens(model, text),
+                count_tokens=llm.token_counter(model),
             )
         return framed
 
@@ -262,19 +262,21 @@ class BattleRun:
             transcript=list(self.transcript),
             context_tokens=llm.context_tokens(endpoint.model),
             max_tokens_per_turn=self.max_tokens,
-            count_tokens=lambda text: llm.count_tokens(endpoint.model, text),
+            count_tokens=llm.token_counter(endpoint.model),
         )
         max_tokens = await asyncio.to_thread(
             self.budget.affordable_tokens, endpoint, messages, cap=self.max_tokens
         )
         battle = self.battle
         self.turn_under_way, self.content = index, ""
+
+        def start_turn() -> None:  # the log's writes return nothing; the Turn row is not needed here
+            services.turn_start(battle=battle, index=index, round_number=round_number, role=role)
+
         await self.log.emit(
             events.TURN_STARTED,
             {"turn": index, "round": round_number, "role": role.value},
-            write=lambda: services.turn_start(
-                battle=battle, index=index, round_number=round_number, role=role
-            ),
+            write=start_turn,
             durable=True,
         )
         stream = llm.ReplyStream(endpoint, messages, max_tokens=max_tokens)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 MAX_SCORE = 10.0
@@ -74,7 +74,10 @@ class Verdict:
     source: str = TEXT  # STRUCTURED, TEXT or RULES
 
     def as_event_data(self) -> dict[str, object]:
-        scores = self.scores.as_dict() if self.scores else {"aggressor": None, "defender": None}
+        # The literal first: mypy would type it from the first branch (float values) and refuse None.
+        scores: Mapping[str, float | None] = (
+            {"aggressor": None, "defender": None} if not self.scores else self.scores.as_dict()
+        )
         return {
             "winner": self.winner,
             "scores": scores,

@@ -46,7 +46,7 @@ async def final_verdict(
         transcript=list(transcript),
         context_tokens=llm.context_tokens(endpoint.model),
         max_tokens=VERDICT_MAX_TOKENS,
-        count_tokens=lambda text: llm.count_tokens(endpoint.model, text),
+        count_tokens=llm.token_counter(endpoint.model),
     )
     try:
         max_tokens = await asyncio.to_thread(

@@ -19,13 +19,21 @@ import logging
 import weakref
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 from uuid import UUID
 
 from django.conf import settings
 
 from battles import selectors
 from battles.events import RecordedEvent
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.typing import EncodableT, FieldT
+
+    # A stream entry as this client reads it: (id, fields), in bytes (no decode_responses). redis
+    # types its stream replies as the union of every protocol's and decoding's shapes.
+    _Entry = tuple[bytes, dict[bytes, bytes]]
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +174,9 @@ class _LoopState:
                 key = stream_key(battle_id)
                 async with self.client.pipeline(transaction=False) as pipe:
                     for event in batch:
-                        pipe.xadd(key, encode_entry(event), maxlen=STREAM_MAX_ENTRIES, approximate=True)
+                        # redis types the fields as its own dict (invariant); xadd only reads them.
+                        fields = cast("dict[FieldT, EncodableT]", encode_entry(event))
+                        pipe.xadd(key, fields, maxlen=STREAM_MAX_ENTRIES, approximate=True)
                     pipe.expire(key, STREAM_TTL_SECONDS)
                     await pipe.execute()
             except Exception as exc:
@@ -179,7 +189,7 @@ class _LoopState:
 class RedisFollower:
     """Reads one battle's stream from where it stood when following began; gaps come from the log."""
 
-    def __init__(self, client: Any, battle_id: UUID) -> None:
+    def __init__(self, client: Redis, battle_id: UUID) -> None:
         self.client = client
         self.battle_id = battle_id
         self.key = stream_key(battle_id)
@@ -204,13 +214,16 @@ class RedisFollower:
         if self.stream_id is None:
             # Everything in the stream up to here was committed before it was published, so the
             # stored log read next has it; what comes later is read from the stream.
-            last = await client.xrevrange(self.key, count=1)  # type: ignore[attr-defined]
+            last = cast("list[_Entry]", await client.xrevrange(self.key, count=1))
             self.stream_id = last[0][0] if last else "0-0"
             batch = await selectors.events_after(battle_id=self.battle_id, after=after)
             if batch:
                 return batch
-        response = await client.xread(  # type: ignore[attr-defined]
-            {self.key: self.stream_id}, block=int(FOLLOW_CHECK_SECONDS * 1000), count=1000
+        response = cast(
+            "list[tuple[bytes, list[_Entry]]]",  # a [key, entries] pair per stream
+            await client.xread(
+                {self.key: self.stream_id}, block=int(FOLLOW_CHECK_SECONDS * 1000), count=1000
+            ),
         )
         events = []
         for _key, entries in response:

@@ -27,7 +27,7 @@ def clean(text: str) -> str:
 
 
 class TerminalPrinter:
-    def __init__(self, out: TextIO, *, color: bool) -> None:
+    def __init__(self, out: OutputWrapper | TextIO, *, color: bool) -> None:
         self.out = out
         self.color = color
 

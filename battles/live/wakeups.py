@@ -59,7 +59,7 @@ class Wakeups:
 
     async def wait(self, timeout: float) -> bool:
         """Wait for news: True when woken by a wave, False once `timeout` (rounded up) has passed."""
-        future = self._loop.create_future()
+        future: asyncio.Future[bool] = self._loop.create_future()
         due = math.ceil((self._loop.time() + timeout) / TICK_SECONDS) * TICK_SECONDS
         self._waiters.append((future, due))
         if due < self._tick_at:

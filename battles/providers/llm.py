@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ import litellm  # noqa: E402
 from django.conf import settings  # noqa: E402
 from litellm import CustomLLM  # noqa: E402
 from litellm.exceptions import MidStreamFallbackError  # noqa: E402
+from litellm.types.llms.openai import ChatCompletionUsageBlock  # noqa: E402
 from litellm.types.utils import GenericStreamingChunk  # noqa: E402
 
 from battles.exceptions import ProviderError  # noqa: E402
@@ -69,14 +71,14 @@ def register_custom_model(
 
 
 def stream_chunk(
-    text: str, *, finish_reason: str | None = None, usage: dict[str, int] | None = None
+    text: str, *, finish_reason: str | None = None, usage: ChatCompletionUsageBlock | None = None
 ) -> GenericStreamingChunk:
     """One chunk of a custom provider's stream, as litellm expects it."""
     return GenericStreamingChunk(
         text=text,
         is_finished=finish_reason is not None,
         finish_reason=finish_reason or "",
-        usage=usage,  # type: ignore[typeddict-item]
+        usage=usage,
         index=0,
         tool_use=None,
     )
@@ -130,11 +132,16 @@ def response_format(style: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def count_tokens(model: str, text: str) -> int:
-    return litellm.token_counter(model=model, text=text)
+    return int(litellm.token_counter(model=model, text=text))
+
+
+def token_counter(model: str) -> Callable[[str], int]:
+    """`count_tokens` bound to `model`, for code that is handed a way to count (prompts)."""
+    return functools.partial(count_tokens, model)
 
 
 def count_message_tokens(model: str, messages: list[dict[str, str]]) -> int:
-    return litellm.token_counter(model=model, messages=messages)
+    return int(litellm.token_counter(model=model, messages=messages))
 
 
 def context_tokens(model: str) -> int:
@@ -165,7 +172,7 @@ def cost_usd(endpoint: Endpoint, usage: Usage) -> float | None:
         )
     except Exception:
         return None
-    return prompt_cost + completion_cost
+    return float(prompt_cost + completion_cost)
 
 
 class ReplyStream:

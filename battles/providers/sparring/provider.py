@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from litellm import CustomLLM
+from litellm.types.llms.openai import ChatCompletionUsageBlock
 from litellm.types.utils import GenericStreamingChunk
 
 from battles.providers import llm
@@ -17,8 +18,9 @@ CONTEXT_TOKENS = 16384
 MAX_OUTPUT_TOKENS = 4096
 
 
-class SparringLLM(CustomLLM):
-    async def astreaming(  # type: ignore[override]
+# The ignore: mypy does not follow litellm (pyproject.toml), so its classes are Any to it.
+class SparringLLM(CustomLLM):  # type: ignore[misc]
+    async def astreaming(
         self, *, model: str, messages: list[dict[str, Any]], optional_params: dict[str, Any], **kwargs: Any
     ) -> AsyncIterator[GenericStreamingChunk]:
         max_tokens = optional_params.get("max_tokens")
@@ -30,7 +32,7 @@ class SparringLLM(CustomLLM):
             completion += piece
             yield llm.stream_chunk(piece)
         completion_tokens = len(rules.words(completion))
-        usage = {
+        usage: ChatCompletionUsageBlock = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
