@@ -1,22 +1,35 @@
-"""`manage.py runbattle`, run as a subprocess the way a user runs it."""
+"""`manage.py runbattle`: end to end as a subprocess the way a user runs it (the stored log in JSON
+mode, human mode, colour on a terminal, exit statuses), and in-process through call_command for what
+needs no process of its own (bad input, choosing models, a failure in human mode), since every new
+process spends seconds importing litellm."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
+import select
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from pytest_django.fixtures import Settings
 
+from battles.models import Battle
 from tests.conftest import ESSAY
 from tests.support.live import ROOT, LiveDatabase, base_env
 from tests.support.openai_server import OpenAIServer, Script
 
-pytestmark = pytest.mark.e2e
+ROLES = ("aggressor", "defender", "moderator")
+# The longest a runbattle process may take to end once it was started (a deadline, not a measurement).
+PROCESS_TIMEOUT_SECONDS = 120
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +52,7 @@ def essay(tmp_path: Path) -> Path:
 
 
 def runbattle(
-    env: dict[str, str], *args: str | Path, timeout: float = 120
+    env: dict[str, str], *args: str | Path, timeout: float = PROCESS_TIMEOUT_SECONDS
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", "runbattle", *map(str, args)],
@@ -51,6 +64,32 @@ def runbattle(
     )
 
 
+@dataclass
+class Ran:
+    """What an in-process run of the command printed, and its exit status."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def runbattle_here(*args: str | Path) -> Ran:
+    """The command in this process (`call_command`), its output captured, its sys.exit caught."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("runbattle", *map(str, args), stdout=out, stderr=err)
+    code = exit_.value.code
+    return Ran(code if isinstance(code, int) else 1, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def fake_provider(openai_server: OpenAIServer, settings: Settings) -> Iterator[OpenAIServer]:
+    """Every role's calls to the local fake server, as ARENA_API_BASE sets it for a process."""
+    settings.ARENA_ROLE_API_BASES = dict.fromkeys(ROLES, openai_server.api_base)
+    yield openai_server
+
+
+@pytest.mark.e2e
 def test_json_mode_prints_exactly_the_stored_log(
     arena_env: dict[str, str], live_database: LiveDatabase, essay: Path
 ) -> None:
@@ -71,6 +110,7 @@ def test_json_mode_prints_exactly_the_stored_log(
     ) == [("finished", 2)]
 
 
+@pytest.mark.e2e
 def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(
     arena_env: dict[str, str], live_database: LiveDatabase, essay: Path
 ) -> None:
@@ -93,6 +133,7 @@ def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(
     assert out.splitlines()[1] == f"Watch it live: http://arena.test:8000/battles/{battle_id}/"
 
 
+@pytest.mark.e2e
 def test_colour_on_a_terminal(arena_env: dict[str, str], essay: Path) -> None:
     leader, follower = pty.openpty()
     process = subprocess.Popen(
@@ -104,7 +145,11 @@ def test_colour_on_a_terminal(arena_env: dict[str, str], essay: Path) -> None:
     )
     os.close(follower)
     output = b""
-    while True:
+    deadline = time.monotonic() + PROCESS_TIMEOUT_SECONDS
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([leader], [], [], left)
+        if not readable:
+            break  # the deadline passed: the wait below fails
         try:
             chunk = os.read(leader, 65536)
         except OSError:  # the child closed the terminal
@@ -112,28 +157,19 @@ def test_colour_on_a_terminal(arena_env: dict[str, str], essay: Path) -> None:
         if not chunk:
             break
         output += chunk
-    assert process.wait(timeout=120) == 0
+    assert process.wait(timeout=max(deadline - time.monotonic(), 1)) == 0
     os.close(leader)
     assert b"\x1b[31m\xe2\x94\x80\xe2\x94\x80 Round 1 \xc2\xb7 Aggressor" in output
 
 
-def test_role_models_can_be_chosen(arena_env: dict[str, str], essay: Path) -> None:
-    with OpenAIServer() as server:
-        server.queue(
-            Script(text="I attack."), Script(text="I defend."), Script(text="SCORES: aggressor=5 defender=5")
-        )
-        env = {**arena_env, "ARENA_API_BASE": server.api_base, "ARENA_API_KEY": "sk-test"}
-        result = runbattle(
-            env,
-            essay,
-            "--rounds",
-            "1",
-            "--json",
-            "--model",
-            "openai/fake",
-            "--defender-model",
-            "openai/other",
-        )
+@pytest.mark.django_db(transaction=True)
+def test_role_models_can_be_chosen(fake_provider: OpenAIServer, essay: Path) -> None:
+    fake_provider.queue(
+        Script(text="I attack."), Script(text="I defend."), Script(text="SCORES: aggressor=5 defender=5")
+    )
+    result = runbattle_here(
+        essay, "--rounds", "1", "--json", "--model", "openai/fake", "--defender-model", "openai/other"
+    )
     assert result.returncode == 0, result.stderr
     started = json.loads(result.stdout.splitlines()[0])["data"]
     assert started["agents"] == [
@@ -141,9 +177,10 @@ def test_role_models_can_be_chosen(arena_env: dict[str, str], essay: Path) -> No
         {"role": "defender", "model": "openai/other"},
         {"role": "moderator", "model": "openai/fake"},
     ]
-    assert [r["model"] for r in server.requests] == ["fake", "other", "fake", "fake"]  # + the verdict
+    assert [r["model"] for r in fake_provider.requests] == ["fake", "other", "fake", "fake"]  # + the verdict
 
 
+@pytest.mark.e2e
 def test_a_failing_provider_exits_1_with_battle_failed(arena_env: dict[str, str], essay: Path) -> None:
     with OpenAIServer() as server:
         server.queue(Script(status=500))
@@ -156,17 +193,18 @@ def test_a_failing_provider_exits_1_with_battle_failed(arena_env: dict[str, str]
     assert "sk-SECRET-fake" not in result.stdout + result.stderr
 
 
-def test_a_failing_provider_is_reported_in_human_mode(arena_env: dict[str, str], essay: Path) -> None:
-    with OpenAIServer() as server:
-        server.queue(Script(status=401))
-        result = runbattle({**arena_env, "ARENA_API_BASE": server.api_base}, essay, "--model", "openai/fake")
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_provider_is_reported_in_human_mode(fake_provider: OpenAIServer, essay: Path) -> None:
+    fake_provider.queue(Script(status=401))
+    result = runbattle_here(essay, "--model", "openai/fake")
     assert result.returncode == 1
     assert "Battle failed: The model provider rejected the credentials (check the API key)." in result.stdout
     assert "cost: unknown" in result.stdout
     assert result.stdout.rstrip().endswith("(failed)")
-    assert server.requests[0]["model"] == "fake"  # a keyless local server is still called
+    assert fake_provider.requests[0]["model"] == "fake"  # a keyless local server is still called
 
 
+@pytest.mark.e2e
 def test_a_missing_api_key_is_explained(arena_env: dict[str, str], essay: Path) -> None:
     env = {k: v for k, v in arena_env.items() if k != "OPENAI_API_KEY"}
     result = runbattle(env, essay, "--model", "openai/gpt-4o-mini", "--json")
@@ -191,22 +229,20 @@ def test_a_missing_api_key_is_explained(arena_env: dict[str, str], essay: Path) 
         ),
     ],
 )
+@pytest.mark.django_db
 def test_bad_input_exits_2_with_one_line_on_stderr_and_stores_nothing(
-    arena_env: dict[str, str],
-    live_database: LiveDatabase,
     tmp_path: Path,
     make_input,
     extra: list[str],
     reason: str,
 ) -> None:
-    count_battles = "SELECT count(*) FROM battles_battle"
-    before = live_database.fetch(count_battles)
-    result = runbattle(arena_env, make_input(tmp_path), *extra)
+    before = Battle.objects.count()
+    result = runbattle_here(make_input(tmp_path), *extra)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("runbattle: ")
     assert reason.lower() in result.stderr.lower()
-    assert live_database.fetch(count_battles) == before
+    assert Battle.objects.count() == before
 
 
 def _write(path: Path, data: bytes) -> Path:
