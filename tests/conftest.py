@@ -1,5 +1,6 @@
-"""Shared fixtures: documents and battles, the sparring model at full speed, a fake OpenAI server,
-databases for live servers, and real PostgreSQL and Redis for the tests marked `postgres`/`redis`."""
+"""Shared fixtures: documents and battles, the sparring model at full speed (or paced), a fresh hub, a
+fake OpenAI server, databases for live servers, and real PostgreSQL and Redis for the tests marked
+`postgres`/`redis`. Shared helpers are in tests/support/."""
 
 from __future__ import annotations
 
