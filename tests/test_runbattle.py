@@ -9,10 +9,9 @@ import io
 import json
 import os
 import pty
-import select
 import subprocess
 import sys
-import time
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,20 +27,9 @@ from tests.support.live import ROOT, LiveDatabase, base_env
 from tests.support.openai_server import OpenAIServer, Script
 
 ROLES = ("aggressor", "defender", "moderator")
-# The longest a runbattle process may take to end once it was started (a deadline, not a measurement).
+# The longest a runbattle process may take to end once it was started (a deadline, not a measurement;
+# the five end-to-end runs share the machine's two cores).
 PROCESS_TIMEOUT_SECONDS = 120
-
-
-@pytest.fixture(scope="module")
-def arena_env(tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase) -> dict[str, str]:
-    """An environment with the module's own migrated database and media folder."""
-    media = tmp_path_factory.mktemp("runbattle") / "media"
-    return {
-        **base_env(),
-        "DATABASE_URL": live_database.url,
-        "MEDIA_ROOT": str(media),
-        "ARENA_BASE_URL": "http://arena.test:8000/",
-    }
 
 
 @pytest.fixture
@@ -51,17 +39,106 @@ def essay(tmp_path: Path) -> Path:
     return path
 
 
-def runbattle(
-    env: dict[str, str], *args: str | Path, timeout: float = PROCESS_TIMEOUT_SECONDS
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", "runbattle", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+class Background:
+    """A runbattle process started alongside the others, with a database of its own; what it prints
+    goes to files (or through a terminal), read once it has ended."""
+
+    def __init__(
+        self,
+        folder: Path,
+        env: dict[str, str],
+        args: list[str | Path],
+        *,
+        database: LiveDatabase,
+        terminal: bool,
+    ) -> None:
+        folder.mkdir()
+        self.database = database
+        self.stdout, self.stderr = folder / "stdout", folder / "stderr"
+        self._copier: threading.Thread | None = None
+        command = [sys.executable, "manage.py", "runbattle", *map(str, args)]
+        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+            if not terminal:
+                self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err)
+                return
+            leader, follower = pty.openpty()
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=follower, stderr=err)
+            os.close(follower)
+            self._copier = threading.Thread(target=self._copy, args=(leader,), daemon=True)
+            self._copier.start()
+
+    def _copy(self, leader: int) -> None:
+        """Drain the terminal into the stdout file until the child closes it."""
+        with self.stdout.open("ab") as out:
+            try:
+                while chunk := os.read(leader, 65536):
+                    out.write(chunk)
+            except OSError:  # the child closed the terminal
+                pass
+            finally:
+                os.close(leader)
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        """Wait for it to end (failing past PROCESS_TIMEOUT_SECONDS); its exit status and output."""
+        returncode = self.process.wait(timeout=PROCESS_TIMEOUT_SECONDS)
+        if self._copier is not None:
+            self._copier.join(timeout=PROCESS_TIMEOUT_SECONDS)
+            assert not self._copier.is_alive(), "the terminal stayed open after the process ended"
+        return subprocess.CompletedProcess(
+            self.process.args,
+            returncode,
+            self.stdout.read_bytes().decode(errors="replace"),
+            self.stderr.read_text(),
+        )
+
+    def raw_output(self) -> bytes:
+        self.result()
+        return self.stdout.read_bytes()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def runs(
+    tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase, provider: OpenAIServer
+) -> Iterator[dict[str, Background]]:
+    """The end-to-end runs of this module, all started at once: each process spends seconds importing
+    before it does anything, and side by side those seconds overlap. Each has a copy of the module's
+    migrated database, so that none waits on another's writes."""
+    folder = tmp_path_factory.mktemp("runbattle")
+    essay = folder / "essay.md"
+    essay.write_text(ESSAY)
+    provider.queue(Script(status=500))  # for the failing provider's run, the only one that calls it
+    failing = {"ARENA_API_BASE": provider.api_base, "ARENA_PROVIDER_RETRIES": "0"}
+    plans: dict[str, tuple[dict[str, str], list[str | Path], bool]] = {
+        "json": ({}, [essay, "--rounds", "2", "--json"], False),
+        "human": ({}, [essay, "--rounds", "1"], False),
+        "terminal": ({}, [essay, "--rounds", "1"], True),
+        "failing provider": (failing, [essay, "--json", "--model", "openai/fake"], False),
+        "missing key": ({}, [essay, "--model", "openai/gpt-4o-mini", "--json"], False),
+    }
+    started: dict[str, Background] = {}
+    try:
+        for name, (extra, args, terminal) in plans.items():
+            database = live_database.copy()
+            env = {
+                **base_env(),
+                "DATABASE_URL": database.url,
+                "MEDIA_ROOT": str(folder / f"{name}-media"),
+                "ARENA_BASE_URL": "http://arena.test:8000/",
+                **extra,
+            }
+            if name == "missing key":
+                env.pop("OPENAI_API_KEY", None)
+            started[name] = Background(folder / name, env, args, database=database, terminal=terminal)
+        yield started
+    finally:
+        for run in started.values():
+            run.stop()
+            run.database.drop()
 
 
 @dataclass
@@ -90,10 +167,9 @@ def fake_provider(openai_server: OpenAIServer, settings: Settings) -> Iterator[O
 
 
 @pytest.mark.e2e
-def test_json_mode_prints_exactly_the_stored_log(
-    arena_env: dict[str, str], live_database: LiveDatabase, essay: Path
-) -> None:
-    result = runbattle(arena_env, essay, "--rounds", "2", "--json")
+def test_json_mode_prints_exactly_the_stored_log(runs: dict[str, Background]) -> None:
+    result = runs["json"].result()
+    live_database = runs["json"].database
 
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -111,10 +187,9 @@ def test_json_mode_prints_exactly_the_stored_log(
 
 
 @pytest.mark.e2e
-def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(
-    arena_env: dict[str, str], live_database: LiveDatabase, essay: Path
-) -> None:
-    result = runbattle(arena_env, essay, "--rounds", "1")
+def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(runs: dict[str, Background]) -> None:
+    result = runs["human"].result()
+    live_database = runs["human"].database
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -134,31 +209,10 @@ def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(
 
 
 @pytest.mark.e2e
-def test_colour_on_a_terminal(arena_env: dict[str, str], essay: Path) -> None:
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "runbattle", str(essay), "--rounds", "1"],
-        cwd=ROOT,
-        env=arena_env,
-        stdout=follower,
-        stderr=subprocess.PIPE,
-    )
-    os.close(follower)
-    output = b""
-    deadline = time.monotonic() + PROCESS_TIMEOUT_SECONDS
-    while (left := deadline - time.monotonic()) > 0:
-        readable, _, _ = select.select([leader], [], [], left)
-        if not readable:
-            break  # the deadline passed: the wait below fails
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        output += chunk
-    assert process.wait(timeout=max(deadline - time.monotonic(), 1)) == 0
-    os.close(leader)
+def test_colour_on_a_terminal(runs: dict[str, Background]) -> None:
+    result = runs["terminal"].result()
+    assert result.returncode == 0, result.stderr
+    output = runs["terminal"].raw_output()
     assert b"\x1b[31m\xe2\x94\x80\xe2\x94\x80 Round 1 \xc2\xb7 Aggressor" in output
 
 
@@ -181,11 +235,8 @@ def test_role_models_can_be_chosen(fake_provider: OpenAIServer, essay: Path) -> 
 
 
 @pytest.mark.e2e
-def test_a_failing_provider_exits_1_with_battle_failed(arena_env: dict[str, str], essay: Path) -> None:
-    with OpenAIServer() as server:
-        server.queue(Script(status=500))
-        env = {**arena_env, "ARENA_API_BASE": server.api_base, "ARENA_PROVIDER_RETRIES": "0"}
-        result = runbattle(env, essay, "--json", "--model", "openai/fake")
+def test_a_failing_provider_exits_1_with_battle_failed(runs: dict[str, Background]) -> None:
+    result = runs["failing provider"].result()
     assert result.returncode == 1
     last = json.loads(result.stdout.splitlines()[-1])
     assert last["event"] == "battle.failed"
@@ -205,9 +256,8 @@ def test_a_failing_provider_is_reported_in_human_mode(fake_provider: OpenAIServe
 
 
 @pytest.mark.e2e
-def test_a_missing_api_key_is_explained(arena_env: dict[str, str], essay: Path) -> None:
-    env = {k: v for k, v in arena_env.items() if k != "OPENAI_API_KEY"}
-    result = runbattle(env, essay, "--model", "openai/gpt-4o-mini", "--json")
+def test_a_missing_api_key_is_explained(runs: dict[str, Background]) -> None:
+    result = runs["missing key"].result()
     assert result.returncode == 1
     assert json.loads(result.stdout.splitlines()[-1])["data"] == {
         "error": "No API key is configured for this model's provider (set its key, e.g. OPENAI_API_KEY).",
