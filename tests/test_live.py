@@ -17,6 +17,7 @@ from tests.conftest import ESSAY
 from tests.support.live import ROOT, LiveDatabase, LiveServer, provider_env
 from tests.support.openai_server import OpenAIServer, Script
 from tests.support.sse_client import Message, Parser
+from tests.support.waiting import Lines
 
 pytestmark = pytest.mark.e2e
 
@@ -203,7 +204,8 @@ def test_a_battle_run_from_the_terminal_can_be_watched_live(server: LiveServer, 
         text=True,
     )
     assert process.stdout is not None
-    first = json.loads(process.stdout.readline())  # battle.started is committed: the battle is running
+    # battle.started is committed: the battle is running.
+    first = json.loads(Lines(process.stdout).next(what="battle.started"))
     battle_id = first["data"]["battle_id"]
 
     messages, _, _ = asyncio.run(spectate(server, battle_id))
