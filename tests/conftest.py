@@ -1,5 +1,6 @@
-"""Shared fixtures: documents and battles, the sparring model at full speed, a fake OpenAI server,
-databases for live servers, and real PostgreSQL and Redis for the tests marked `postgres`/`redis`."""
+"""Shared fixtures: documents and battles, the sparring model at full speed (or paced), a fresh hub, a
+fake OpenAI server, databases for live servers, and real PostgreSQL and Redis for the tests marked
+`postgres`/`redis`. Shared helpers are in tests/support/."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
 from django.db import connections  # noqa: E402
+from pytest_django.fixtures import Settings  # noqa: E402
 
 from battles import services  # noqa: E402
+from battles.live.hub import hub  # noqa: E402
 from battles.models import Battle, Document  # noqa: E402
 from battles.providers import llm  # noqa: E402
 from tests.support import live  # noqa: E402
@@ -47,6 +50,21 @@ def make_battle(db: None):
         return services.battle_create(document=document, rounds=rounds, models=models or None)
 
     return make
+
+
+@pytest.fixture
+def fresh_hub() -> Iterator[None]:
+    """The process's hub as new after the test: no channels, no runs, not draining."""
+    yield
+    hub.channels.clear()
+    hub.runs.clear()
+    hub.draining = False
+
+
+@pytest.fixture
+def paced_sparring(settings: Settings) -> None:
+    """A pause per word, so that a turn is always under way for a while (never done in one step)."""
+    settings.ARENA_SPARRING_DELAY_MS = 2
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -15,8 +16,10 @@ from django.test.utils import CaptureQueriesContext
 from battles import services
 from battles.engine import run_battle
 from battles.events import RecordedEvent
+from battles.live import replay
 from battles.models import Battle, Event, Turn
-from tests.support.sse_client import parse
+from tests.support.clock import VirtualClock, overlay
+from tests.support.sse_client import Parser
 
 pytestmark = pytest.mark.django_db
 
@@ -178,17 +181,22 @@ def test_the_replay_page_is_laid_out_like_the_arena(admin_client: Client, finish
     assert f'"eventsUrl": "/admin/battles/battle/{finished_battle.pk}/replay/events"' in html
 
 
-def stream(client: AsyncClient, url: str, **headers: str):
-    async def read() -> tuple[list, float]:
-        started = time.monotonic()
-        response = await client.get(url, headers=headers)
-        assert response.status_code == 200
-        assert response["Content-Type"].startswith("text/event-stream")
-        body = b"".join([chunk async for chunk in response.streaming_content]).decode()
-        messages, _ = parse(body)
-        return [(int(m.id), m.event, m.json()) for m in messages], time.monotonic() - started
-
-    return read()
+async def stream(
+    client: AsyncClient, url: str, *, clock: VirtualClock | None = None, **headers: str
+) -> list[tuple]:
+    """The replayed events as (seq, type, data); with `clock`, as (seq, type, data, virtual seconds
+    since the request when the event arrived)."""
+    started = clock.now if clock else 0.0
+    response = await client.get(url, headers=headers)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/event-stream")
+    parser = Parser()
+    replayed: list[tuple] = []
+    async for chunk in response.streaming_content:
+        for m in parser.feed(chunk.decode()):
+            event = (int(m.id), m.event, m.json())
+            replayed.append((*event, clock.now - started) if clock else event)
+    return replayed
 
 
 def stored(battle: Battle) -> list[tuple]:
@@ -210,8 +218,8 @@ async def test_the_replay_streams_the_stored_log_and_changes_nothing(make_battle
         await Turn.objects.filter(battle=battle).acount(),
     )
 
-    replayed, _ = await stream(staff_async_client, f"/admin/battles/battle/{battle.pk}/replay/events?speed=0")
-    resumed, _ = await stream(
+    replayed = await stream(staff_async_client, f"/admin/battles/battle/{battle.pk}/replay/events?speed=0")
+    resumed = await stream(
         staff_async_client,
         f"/admin/battles/battle/{battle.pk}/replay/events?speed=0",
         **{"Last-Event-ID": "9"},
@@ -230,16 +238,26 @@ async def test_the_replay_streams_the_stored_log_and_changes_nothing(make_battle
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("speed, low, high", [(4, 0.4, 1.5), (1, 1.8, 3.5), (0, 0, 0.4)])
+@pytest.mark.parametrize("speed", [4, 1, 0])
 async def test_a_replay_lasts_the_original_duration_divided_by_the_speed(
-    finished_battle: Battle, staff_async_client: AsyncClient, speed: float, low: float, high: float
+    finished_battle: Battle, staff_async_client: AsyncClient, speed: float, monkeypatch
 ) -> None:
-    # The stored offsets run from 0 to 2000 ms.
-    replayed, seconds = await stream(
-        staff_async_client, f"/admin/battles/battle/{finished_battle.pk}/replay/events?speed={speed}"
+    # The replay's clock is virtual: this checks when each event is due, not how fast the machine is.
+    clock = VirtualClock()
+    monkeypatch.setattr(replay, "time", overlay(time, monotonic=clock.monotonic))
+    monkeypatch.setattr(replay, "asyncio", overlay(asyncio, sleep=clock.sleep))
+
+    replayed = await stream(
+        staff_async_client,
+        f"/admin/battles/battle/{finished_battle.pk}/replay/events?speed={speed}",
+        clock=clock,
     )
-    assert [seq for seq, _, _ in replayed] == [1, 2, 3, 4, 5]
-    assert low <= seconds <= high
+
+    assert [seq for seq, _, _, _ in replayed] == [1, 2, 3, 4, 5]
+    # The stored offsets run from 0 to 2000 ms: at speed 4 the replay lasts 0.5 s, at speed 0 no time.
+    due = [offset / 1000 / speed if speed else 0.0 for offset in (0, 500, 1000, 1500, 2000)]
+    assert [at for _, _, _, at in replayed] == pytest.approx(due)
+    assert sum(clock.sleeps) == pytest.approx(2.0 / speed if speed else 0.0)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -251,7 +269,7 @@ async def test_a_failed_battle_replays_up_to_its_failure(
     await sync_to_async(services.battle_start)(battle_id=battle.pk)
     await sync_to_async(services.battle_mark_failed)(battle_id=battle.pk, reason="Stuck.")
 
-    replayed, _ = await stream(staff_async_client, f"/admin/battles/battle/{battle.pk}/replay/events?speed=0")
+    replayed = await stream(staff_async_client, f"/admin/battles/battle/{battle.pk}/replay/events?speed=0")
 
     assert replayed == [(1, "battle.failed", {"error": "Stuck.", "retryable": True})]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from uuid import UUID
 
 import pytest
@@ -16,6 +17,9 @@ from battles.live.brokers import RedisBroker, RedisFollower
 from battles.models import Event
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
+
+# The longest a whole one-round battle may take to reach a follower (a deadline, not a measurement).
+FOLLOW_TIMEOUT_SECONDS = 60
 
 
 @pytest.fixture(autouse=True)
@@ -117,7 +121,9 @@ async def test_a_running_battle_reaches_a_redis_follower_complete_and_in_order(
 
     runner = asyncio.create_task(BattleRun(claimed, listeners=[brokers.publisher(battle.pk)]).run())
     heard: list[RecordedEvent] = []
+    deadline = time.monotonic() + FOLLOW_TIMEOUT_SECONDS
     while not heard or not heard[-1].is_terminal:
+        assert time.monotonic() < deadline, f"the follower stopped after {heard[-1:] or 'nothing'}"
         heard += await follower.next(after=heard[-1].seq if heard else 0)
     await runner
 

@@ -18,6 +18,7 @@ from tests.conftest import ESSAY
 from tests.support.live import ROOT, LiveDatabase, LiveServer, base_env, provider_env
 from tests.support.openai_server import OpenAIServer, Script
 from tests.support.proxy import CuttableProxy
+from tests.support.waiting import Lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.one_pass]
 
@@ -270,10 +271,10 @@ def test_a_turn_cut_off_by_a_crash_is_shown_once_as_rerun(
     )
     try:
         assert runner.stdout is not None
-        for line in runner.stdout:
-            event = json.loads(line)
-            if event["event"] == "battle.started":
-                battle_id = event["data"]["battle_id"]
+        lines = Lines(runner.stdout)
+        battle_id = json.loads(lines.next(what="battle.started"))["data"]["battle_id"]
+        while True:  # each line has a deadline; the battle has fewer lines than that
+            event = json.loads(lines.next(what="the Defender's first token"))
             if event["event"] == "token" and event["data"]["turn"] == 2:
                 break  # the Defender is speaking
         runner.kill()

@@ -8,33 +8,28 @@ from collections import defaultdict
 import pytest
 from asgiref.sync import sync_to_async
 
-from battles import events
-from battles.engine import run_battle
+from battles import events, selectors, services
+from battles.engine import BattleRun, run_battle
 from battles.engine.verdict import VERDICT_SCHEMA
 from battles.events import RecordedEvent
 from battles.exceptions import BattleStateError
 from battles.models import Battle, Event, Turn
 from battles.providers import llm
 from tests.conftest import ESSAY
+from tests.support.logs import assert_consistent, stored_events
 from tests.support.openai_server import Script, count_prompt_tokens
+from tests.support.runs import OTHER, abandoned_mid_turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROLES = ["aggressor", "defender", "moderator"]
 
 
-def stored_log(battle: Battle) -> list[RecordedEvent]:
-    return [
-        RecordedEvent(e.seq, e.type, e.data, e.offset_ms)
-        for e in Event.objects.filter(battle=battle).order_by("seq")
-    ]
-
-
 async def run(battle: Battle) -> tuple[Battle, list[RecordedEvent], list[RecordedEvent]]:
     """Run a battle; return it reloaded, the events the listener saw, and the stored log."""
     heard: list[RecordedEvent] = []
     finished = await run_battle(battle.pk, listeners=[heard.extend])
-    return finished, heard, await sync_to_async(stored_log)(finished)
+    return finished, heard, await sync_to_async(stored_events)(finished.pk)
 
 
 def assert_log_invariants(log: list[RecordedEvent], rounds: int) -> None:
@@ -142,6 +137,45 @@ async def test_turns_are_capped_by_max_tokens_but_not_the_verdict_request(make_b
     assert (verdict["source"], verdict["fallback"]) == ("structured", False)
     assert verdict["usage"]["completion_tokens"] > 5
     assert finished.verdict_fallback is False
+
+
+@pytest.mark.usefixtures("paced_sparring")
+async def test_a_taken_over_battle_continues_from_its_last_completed_turn(make_battle) -> None:
+    battle = await abandoned_mid_turn(make_battle, turn=2)
+    assert await sync_to_async(selectors.battles_to_take_over)() == [battle.pk]
+
+    taken = await sync_to_async(services.battle_take_over)(battle_id=battle.pk, reason="gone", owner=OTHER)
+    progress = await sync_to_async(selectors.battle_progress)(battle=taken)
+    await BattleRun(taken, progress=progress, owner=OTHER).run()
+
+    log = await sync_to_async(stored_events)(battle.pk)
+    assert_consistent(log, rounds=1)
+    interrupted = [e for e in log if e.type == events.TURN_INTERRUPTED]
+    assert [e.data for e in interrupted] == [{"turn": 2, "reason": "gone"}]
+    # Turn 2 started twice: before the crash, and again after the turn.interrupted that closed it.
+    restarts = [e.seq for e in log if e.type == events.TURN_STARTED and e.data["turn"] == 2]
+    assert len(restarts) == 2 and restarts[0] < interrupted[0].seq < restarts[1]
+    assert [e.type for e in log].count(events.TURN_STARTED) == 4  # turn 1 was not run again
+
+    finished = await Battle.objects.aget(pk=battle.pk)
+    assert finished.status == Battle.Status.FINISHED
+    assert (finished.takeovers, finished.lease_owner, finished.lease_expires_at) == (1, "", None)
+    turns = await sync_to_async(list)(Turn.objects.filter(battle=battle).order_by("index", "started_at"))
+    assert [(t.index, t.status) for t in turns] == [
+        (1, "completed"),
+        (2, "interrupted"),
+        (2, "completed"),
+        (3, "completed"),
+    ]
+    # The transcript counts the retried turn once, with its complete text.
+    transcript = await sync_to_async(selectors.battle_transcript)(battle=finished)
+    assert [(t["turn"], t["status"]) for t in transcript["turns"]] == [
+        (1, "completed"),
+        (2, "completed"),
+        (3, "completed"),
+    ]
+    completed = {e.data["turn"]: e.data["content"] for e in log if e.type == events.TURN_COMPLETED}
+    assert [t["content"] for t in transcript["turns"]] == [completed[1], completed[2], completed[3]]
 
 
 # --- The real litellm HTTP path, against an OpenAI-compatible server on 127.0.0.1 --------------------

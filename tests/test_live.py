@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from tests.conftest import ESSAY
 from tests.support.live import ROOT, LiveDatabase, LiveServer, provider_env
 from tests.support.openai_server import OpenAIServer, Script
 from tests.support.sse_client import Message, Parser
+from tests.support.waiting import Lines
 
 pytestmark = pytest.mark.e2e
 
@@ -202,7 +204,8 @@ def test_a_battle_run_from_the_terminal_can_be_watched_live(server: LiveServer, 
         text=True,
     )
     assert process.stdout is not None
-    first = json.loads(process.stdout.readline())  # battle.started is committed: the battle is running
+    # battle.started is committed: the battle is running.
+    first = json.loads(Lines(process.stdout).next(what="battle.started"))
     battle_id = first["data"]["battle_id"]
 
     messages, _, _ = asyncio.run(spectate(server, battle_id))
@@ -215,10 +218,11 @@ def test_a_battle_run_from_the_terminal_can_be_watched_live(server: LiveServer, 
 async def test_two_servers_on_one_database_serve_the_same_battle(
     tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase
 ) -> None:
-    with (
-        LiveServer(tmp_path_factory.mktemp("first"), live_database, ARENA_SPARRING_DELAY_MS="5") as first,
-        LiveServer(tmp_path_factory.mktemp("second"), live_database) as second,
-    ):
+    first = LiveServer(tmp_path_factory.mktemp("first"), live_database, ARENA_SPARRING_DELAY_MS="5")
+    second = LiveServer(tmp_path_factory.mktemp("second"), live_database)
+    try:
+        with ThreadPoolExecutor(2) as pool:  # started side by side: each start is mostly imports
+            list(pool.map(LiveServer.start, (first, second)))
         battle_id = first.create_battle(ESSAY, rounds=1)
         started, _, _ = await spectate(first, battle_id, stop_after=3)  # it runs in the first server
         followed, _, _ = await spectate(second, battle_id)  # the second follows it through the log
@@ -229,3 +233,6 @@ async def test_two_servers_on_one_database_serve_the_same_battle(
         assert first.terminate(timeout=10) == 0  # SIGTERM: daphne shuts down cleanly
         second.kill()
         assert second.process is not None and second.process.returncode == -9
+    finally:
+        first.stop()
+        second.stop()

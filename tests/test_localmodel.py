@@ -33,6 +33,10 @@ MAX_TOKENS_PER_TURN = 80
 # Small, so that a prompt filling it is read in a few seconds; the margin for SmolLM2's tokenizer
 # (see llm.context_tokens) works the same at any size.
 CONTEXT_TOKENS = 2048
+# pytest-timeout's cap for these tests, above the global 300 s: the first one also starts the model
+# server (up to SERVER_START_TIMEOUT_SECONDS) and the arena, and each runs a real model on two cores
+# for 45-80 s on an idle machine, three times that while CI jobs share it (173 s measured).
+MODEL_TEST_TIMEOUT_SECONDS = SERVER_START_TIMEOUT_SECONDS + 480
 
 
 class ModelServer:
@@ -127,6 +131,7 @@ def turn_texts(log: list[Message]) -> dict[int, str]:
     return texts
 
 
+@pytest.mark.timeout(MODEL_TEST_TIMEOUT_SECONDS)
 def test_a_one_round_battle_on_the_real_model_keeps_the_event_contract(
     arena: LiveServer, model_server: ModelServer
 ) -> None:
@@ -182,6 +187,7 @@ def test_a_one_round_battle_on_the_real_model_keeps_the_event_contract(
     assert battle == ("finished", verdict["winner"], "structured", None)
 
 
+@pytest.mark.timeout(MODEL_TEST_TIMEOUT_SECONDS)
 def test_a_document_longer_than_the_context_is_cut_to_fit_and_the_battle_finishes(
     arena: LiveServer,
 ) -> None:

@@ -1,34 +1,35 @@
-"""`manage.py runbattle`, run as a subprocess the way a user runs it."""
+"""`manage.py runbattle`: end to end as a subprocess the way a user runs it (the stored log in JSON
+mode, human mode, colour on a terminal, exit statuses), and in-process through call_command for what
+needs no process of its own (bad input, choosing models, a failure in human mode), since every new
+process spends seconds importing litellm."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
 import subprocess
 import sys
+import threading
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from pytest_django.fixtures import Settings
 
+from battles.models import Battle
 from tests.conftest import ESSAY
 from tests.support.live import ROOT, LiveDatabase, base_env
 from tests.support.openai_server import OpenAIServer, Script
 
-pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def arena_env(tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase) -> dict[str, str]:
-    """An environment with the module's own migrated database and media folder."""
-    media = tmp_path_factory.mktemp("runbattle") / "media"
-    return {
-        **base_env(),
-        "DATABASE_URL": live_database.url,
-        "MEDIA_ROOT": str(media),
-        "ARENA_BASE_URL": "http://arena.test:8000/",
-    }
+ROLES = ("aggressor", "defender", "moderator")
+# The longest a runbattle process may take to end once it was started (a deadline, not a measurement;
+# the five end-to-end runs share the machine's two cores).
+PROCESS_TIMEOUT_SECONDS = 120
 
 
 @pytest.fixture
@@ -38,23 +39,137 @@ def essay(tmp_path: Path) -> Path:
     return path
 
 
-def runbattle(
-    env: dict[str, str], *args: str | Path, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", "runbattle", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+class Background:
+    """A runbattle process started alongside the others, with a database of its own; what it prints
+    goes to files (or through a terminal), read once it has ended."""
+
+    def __init__(
+        self,
+        folder: Path,
+        env: dict[str, str],
+        args: list[str | Path],
+        *,
+        database: LiveDatabase,
+        terminal: bool,
+    ) -> None:
+        folder.mkdir()
+        self.database = database
+        self.stdout, self.stderr = folder / "stdout", folder / "stderr"
+        self._copier: threading.Thread | None = None
+        command = [sys.executable, "manage.py", "runbattle", *map(str, args)]
+        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+            if not terminal:
+                self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err)
+                return
+            leader, follower = pty.openpty()
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=follower, stderr=err)
+            os.close(follower)
+            self._copier = threading.Thread(target=self._copy, args=(leader,), daemon=True)
+            self._copier.start()
+
+    def _copy(self, leader: int) -> None:
+        """Drain the terminal into the stdout file until the child closes it."""
+        with self.stdout.open("ab") as out:
+            try:
+                while chunk := os.read(leader, 65536):
+                    out.write(chunk)
+            except OSError:  # the child closed the terminal
+                pass
+            finally:
+                os.close(leader)
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        """Wait for it to end (failing past PROCESS_TIMEOUT_SECONDS); its exit status and output."""
+        returncode = self.process.wait(timeout=PROCESS_TIMEOUT_SECONDS)
+        if self._copier is not None:
+            self._copier.join(timeout=PROCESS_TIMEOUT_SECONDS)
+            assert not self._copier.is_alive(), "the terminal stayed open after the process ended"
+        return subprocess.CompletedProcess(
+            self.process.args,
+            returncode,
+            self.stdout.read_bytes().decode(errors="replace"),
+            self.stderr.read_text(),
+        )
+
+    def raw_output(self) -> bytes:
+        self.result()
+        return self.stdout.read_bytes()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
 
 
-def test_json_mode_prints_exactly_the_stored_log(
-    arena_env: dict[str, str], live_database: LiveDatabase, essay: Path
-) -> None:
-    result = runbattle(arena_env, essay, "--rounds", "2", "--json")
+@pytest.fixture(scope="module")
+def runs(
+    tmp_path_factory: pytest.TempPathFactory, live_database: LiveDatabase, provider: OpenAIServer
+) -> Iterator[dict[str, Background]]:
+    """The end-to-end runs of this module, all started at once: each process spends seconds importing
+    before it does anything, and side by side those seconds overlap. Each has a copy of the module's
+    migrated database, so that none waits on another's writes."""
+    folder = tmp_path_factory.mktemp("runbattle")
+    essay = folder / "essay.md"
+    essay.write_text(ESSAY)
+    provider.queue(Script(status=500))  # for the failing provider's run, the only one that calls it
+    failing = {"ARENA_API_BASE": provider.api_base, "ARENA_PROVIDER_RETRIES": "0"}
+    plans: dict[str, tuple[dict[str, str], list[str | Path], bool]] = {
+        "json": ({}, [essay, "--rounds", "2", "--json"], False),
+        "human": ({}, [essay, "--rounds", "1"], False),
+        "terminal": ({}, [essay, "--rounds", "1"], True),
+        "failing provider": (failing, [essay, "--json", "--model", "openai/fake"], False),
+        "missing key": ({}, [essay, "--model", "openai/gpt-4o-mini", "--json"], False),
+    }
+    started: dict[str, Background] = {}
+    try:
+        for name, (extra, args, terminal) in plans.items():
+            database = live_database.copy()
+            env = {
+                **base_env(),
+                "DATABASE_URL": database.url,
+                "MEDIA_ROOT": str(folder / f"{name}-media"),
+                "ARENA_BASE_URL": "http://arena.test:8000/",
+                **extra,
+            }
+            if name == "missing key":
+                env.pop("OPENAI_API_KEY", None)
+            started[name] = Background(folder / name, env, args, database=database, terminal=terminal)
+        yield started
+    finally:
+        for run in started.values():
+            run.stop()
+            run.database.drop()
+
+
+@dataclass
+class Ran:
+    """What an in-process run of the command printed, and its exit status."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def runbattle_here(*args: str | Path) -> Ran:
+    """The command in this process (`call_command`), its output captured, its sys.exit caught."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("runbattle", *map(str, args), stdout=out, stderr=err)
+    code = exit_.value.code
+    return Ran(code if isinstance(code, int) else 1, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def fake_provider(openai_server: OpenAIServer, settings: Settings) -> Iterator[OpenAIServer]:
+    """Every role's calls to the local fake server, as ARENA_API_BASE sets it for a process."""
+    settings.ARENA_ROLE_API_BASES = dict.fromkeys(ROLES, openai_server.api_base)
+    yield openai_server
+
+
+@pytest.mark.e2e
+def test_json_mode_prints_exactly_the_stored_log(runs: dict[str, Background]) -> None:
+    result = runs["json"].result()
+    live_database = runs["json"].database
 
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -71,10 +186,10 @@ def test_json_mode_prints_exactly_the_stored_log(
     ) == [("finished", 2)]
 
 
-def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(
-    arena_env: dict[str, str], live_database: LiveDatabase, essay: Path
-) -> None:
-    result = runbattle(arena_env, essay, "--rounds", "1")
+@pytest.mark.e2e
+def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(runs: dict[str, Background]) -> None:
+    result = runs["human"].result()
+    live_database = runs["human"].database
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -93,47 +208,22 @@ def test_human_mode_streams_turns_and_ends_with_verdict_totals_and_id(
     assert out.splitlines()[1] == f"Watch it live: http://arena.test:8000/battles/{battle_id}/"
 
 
-def test_colour_on_a_terminal(arena_env: dict[str, str], essay: Path) -> None:
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "runbattle", str(essay), "--rounds", "1"],
-        cwd=ROOT,
-        env=arena_env,
-        stdout=follower,
-        stderr=subprocess.PIPE,
-    )
-    os.close(follower)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        output += chunk
-    assert process.wait(timeout=120) == 0
-    os.close(leader)
+@pytest.mark.e2e
+def test_colour_on_a_terminal(runs: dict[str, Background]) -> None:
+    result = runs["terminal"].result()
+    assert result.returncode == 0, result.stderr
+    output = runs["terminal"].raw_output()
     assert b"\x1b[31m\xe2\x94\x80\xe2\x94\x80 Round 1 \xc2\xb7 Aggressor" in output
 
 
-def test_role_models_can_be_chosen(arena_env: dict[str, str], essay: Path) -> None:
-    with OpenAIServer() as server:
-        server.queue(
-            Script(text="I attack."), Script(text="I defend."), Script(text="SCORES: aggressor=5 defender=5")
-        )
-        env = {**arena_env, "ARENA_API_BASE": server.api_base, "ARENA_API_KEY": "sk-test"}
-        result = runbattle(
-            env,
-            essay,
-            "--rounds",
-            "1",
-            "--json",
-            "--model",
-            "openai/fake",
-            "--defender-model",
-            "openai/other",
-        )
+@pytest.mark.django_db(transaction=True)
+def test_role_models_can_be_chosen(fake_provider: OpenAIServer, essay: Path) -> None:
+    fake_provider.queue(
+        Script(text="I attack."), Script(text="I defend."), Script(text="SCORES: aggressor=5 defender=5")
+    )
+    result = runbattle_here(
+        essay, "--rounds", "1", "--json", "--model", "openai/fake", "--defender-model", "openai/other"
+    )
     assert result.returncode == 0, result.stderr
     started = json.loads(result.stdout.splitlines()[0])["data"]
     assert started["agents"] == [
@@ -141,14 +231,12 @@ def test_role_models_can_be_chosen(arena_env: dict[str, str], essay: Path) -> No
         {"role": "defender", "model": "openai/other"},
         {"role": "moderator", "model": "openai/fake"},
     ]
-    assert [r["model"] for r in server.requests] == ["fake", "other", "fake", "fake"]  # + the verdict
+    assert [r["model"] for r in fake_provider.requests] == ["fake", "other", "fake", "fake"]  # + the verdict
 
 
-def test_a_failing_provider_exits_1_with_battle_failed(arena_env: dict[str, str], essay: Path) -> None:
-    with OpenAIServer() as server:
-        server.queue(Script(status=500))
-        env = {**arena_env, "ARENA_API_BASE": server.api_base, "ARENA_PROVIDER_RETRIES": "0"}
-        result = runbattle(env, essay, "--json", "--model", "openai/fake")
+@pytest.mark.e2e
+def test_a_failing_provider_exits_1_with_battle_failed(runs: dict[str, Background]) -> None:
+    result = runs["failing provider"].result()
     assert result.returncode == 1
     last = json.loads(result.stdout.splitlines()[-1])
     assert last["event"] == "battle.failed"
@@ -156,20 +244,20 @@ def test_a_failing_provider_exits_1_with_battle_failed(arena_env: dict[str, str]
     assert "sk-SECRET-fake" not in result.stdout + result.stderr
 
 
-def test_a_failing_provider_is_reported_in_human_mode(arena_env: dict[str, str], essay: Path) -> None:
-    with OpenAIServer() as server:
-        server.queue(Script(status=401))
-        result = runbattle({**arena_env, "ARENA_API_BASE": server.api_base}, essay, "--model", "openai/fake")
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_provider_is_reported_in_human_mode(fake_provider: OpenAIServer, essay: Path) -> None:
+    fake_provider.queue(Script(status=401))
+    result = runbattle_here(essay, "--model", "openai/fake")
     assert result.returncode == 1
     assert "Battle failed: The model provider rejected the credentials (check the API key)." in result.stdout
     assert "cost: unknown" in result.stdout
     assert result.stdout.rstrip().endswith("(failed)")
-    assert server.requests[0]["model"] == "fake"  # a keyless local server is still called
+    assert fake_provider.requests[0]["model"] == "fake"  # a keyless local server is still called
 
 
-def test_a_missing_api_key_is_explained(arena_env: dict[str, str], essay: Path) -> None:
-    env = {k: v for k, v in arena_env.items() if k != "OPENAI_API_KEY"}
-    result = runbattle(env, essay, "--model", "openai/gpt-4o-mini", "--json")
+@pytest.mark.e2e
+def test_a_missing_api_key_is_explained(runs: dict[str, Background]) -> None:
+    result = runs["missing key"].result()
     assert result.returncode == 1
     assert json.loads(result.stdout.splitlines()[-1])["data"] == {
         "error": "No API key is configured for this model's provider (set its key, e.g. OPENAI_API_KEY).",
@@ -191,22 +279,20 @@ def test_a_missing_api_key_is_explained(arena_env: dict[str, str], essay: Path) 
         ),
     ],
 )
+@pytest.mark.django_db
 def test_bad_input_exits_2_with_one_line_on_stderr_and_stores_nothing(
-    arena_env: dict[str, str],
-    live_database: LiveDatabase,
     tmp_path: Path,
     make_input,
     extra: list[str],
     reason: str,
 ) -> None:
-    count_battles = "SELECT count(*) FROM battles_battle"
-    before = live_database.fetch(count_battles)
-    result = runbattle(arena_env, make_input(tmp_path), *extra)
+    before = Battle.objects.count()
+    result = runbattle_here(make_input(tmp_path), *extra)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("runbattle: ")
     assert reason.lower() in result.stderr.lower()
-    assert live_database.fetch(count_battles) == before
+    assert Battle.objects.count() == before
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -34,6 +34,7 @@ from battles.live.hub import TAKEOVER_REASON
 from tests.conftest import ESSAY
 from tests.support.live import ROOT, LiveServer, PostgresDatabase, migrate
 from tests.support.sse_client import Message, Parser
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 
@@ -266,14 +267,6 @@ def runner_pid(database: PostgresDatabase, battle_id: str) -> int:
     return int(owner.rsplit(":", 2)[1])
 
 
-def wait_until(condition: Callable[[], bool], what: str, *, seconds: float = WAIT_SECONDS) -> None:
-    """Poll `condition` until it holds; fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)  # the polling interval of a condition with a deadline
-
-
 def assert_complete(log: Logged, *, turns: int = 3) -> None:
     """A whole battle: seq 1..N, started once, every turn completed once and in order with the text of
     its last attempt's tokens, and the verdict then battle.completed at the end."""
@@ -476,12 +469,16 @@ def test_the_sweep_continues_a_killed_terminal_battle_that_nobody_watches(
     command = runbattle(servers[0].env, json_output=True)
     printed = [json.loads(command.next_line())]
     battle_id = printed[0]["data"]["battle_id"]
+    deadline = time.monotonic() + WAIT_SECONDS
     while sum(e["event"] == "token" and e["data"]["turn"] == 2 for e in printed) < 3:
+        assert time.monotonic() < deadline, "runbattle did not reach turn 2 in time"
         printed.append(json.loads(command.next_line()))
 
     command.process.kill()
     assert command.process.wait() == -9
-    wait_until(lambda: database.battle_status(battle_id) != "running", "the battle to end")
+    wait_for(
+        lambda: database.battle_status(battle_id) != "running", timeout=WAIT_SECONDS, what="the battle to end"
+    )
 
     stored = database.stored_log(battle_id)
     assert_complete(stored)

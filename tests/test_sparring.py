@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 from battles.engine.prompts import TranscriptEntry, build_messages, frame_document
 from battles.engine.verdict import parse_round_scores, parse_verdict
 from battles.models import Role
 from battles.providers.sparring import rules as sparring
 from tests.conftest import ESSAY
+from tests.support.live import ROOT
 
 QUOTE = re.compile(r'^\d+\. "(.+)"$', re.MULTILINE)
 
@@ -87,8 +92,22 @@ def test_moderator_scores_every_round_and_gives_a_parseable_verdict() -> None:
     assert verdict.summary.startswith("Over 3 round(s)")
 
 
+# Plays two rounds in a fresh interpreter and prints the replies as JSON.
+PLAY_ELSEWHERE = (
+    "import json, django; django.setup(); from tests.test_sparring import play; "
+    "print(json.dumps([e.content for e in play(2)]))"
+)
+
+
 def test_replies_are_deterministic() -> None:
-    assert [e.content for e in play(2)] == [e.content for e in play(2)]
+    """The same prompts give the same replies in another process too, whatever its hash seed (a reply
+    that hashed a str, or iterated a set, would differ there)."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "arena.settings_test", "PYTHONHASHSEED": "12345"}
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", PLAY_ELSEWHERE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert json.loads(elsewhere.stdout.splitlines()[-1]) == [e.content for e in play(2)]
 
 
 def test_words_concatenate_back_to_the_text() -> None:

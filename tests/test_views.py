@@ -144,25 +144,6 @@ async def test_transcripts(make_battle) -> None:
         assert turn["content"] in markdown
 
 
-def test_markdown_transcripts_fence_untrusted_text() -> None:
-    from battles.transcripts import render_markdown
-
-    transcript = {
-        "battle": {"id": "b", "status": "failed", "rounds": 1, "models": {"aggressor": "m"}, "error": "x"},
-        "document": {"name": "<script>[a](javascript:x)", "size": 1, "sha256": ""},
-        "turns": [
-            {"round": 1, "role": "aggressor", "status": "interrupted", "content": "```\n# fake heading\n"}
-        ],
-        "verdict": None,
-        "usage": {"prompt_tokens": 1, "completion_tokens": 2},
-        "cost_usd": None,
-    }
-    markdown = render_markdown(transcript)
-    assert "# Battle over \\<script\\>\\[a\\]\\(javascript:x\\)" in markdown
-    assert "## Round 1 · Aggressor (interrupted)" in markdown
-    assert "````text\n```\n# fake heading\n\n````" in markdown
-
-
 def test_retry_starts_a_new_battle_on_the_same_document(client: Client, make_battle) -> None:
     battle = make_battle(rounds=2)
     Battle.objects.filter(pk=battle.pk).update(status=Battle.Status.FAILED)
@@ -172,3 +153,41 @@ def test_retry_starts_a_new_battle_on_the_same_document(client: Client, make_bat
     assert response["Location"] == f"/battles/{new.pk}/"
     assert (new.document_id, new.rounds, new.status) == (battle.document_id, 2, Battle.Status.PENDING)
     assert client.get(f"/battles/{battle.pk}/retry").status_code == 405
+
+
+def test_one_file_per_request(client: Client) -> None:
+    response = client.post(
+        "/battles/",
+        {
+            "file": [SimpleUploadedFile("a.md", b"One claim."), SimpleUploadedFile("b.md", b"Two.")],
+            "rounds": 1,
+        },
+    )
+    assert response.status_code == 400
+    assert "one file at a time" in response.content.decode()
+    assert not Document.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("../../etc/passwd.md", "passwd.md"),
+        ("C:\\Users\\x\\plan.md", "plan.md"),
+        ('<img src=x onerror="alert(1)">.md', None),
+        ("bell\x07and\x1b[31mred.md", None),
+        ("x" * 600 + ".md", None),
+    ],
+)
+def test_hostile_file_names_are_reduced_to_a_safe_display_name(
+    client: Client, name: str, shown: str | None
+) -> None:
+    assert upload(client, ESSAY.encode(), name, rounds=1).status_code == 303
+    document = Document.objects.get()
+    assert Path(document.file.path).parent == Path(settings.MEDIA_ROOT) / "documents"
+    assert re.fullmatch(r"[0-9a-f]{32}", Path(document.file.path).name)
+    if shown:
+        assert document.original_name == shown
+    assert len(document.original_name) <= 120
+    assert not re.search(r"[<>\"'\x00-\x1f/\\\\]", document.original_name)
+    page = client.get(f"/battles/{Battle.objects.get().pk}/").content.decode()
+    assert "<img src=x" not in page

@@ -6,7 +6,7 @@ Written from the spec rather than reusing the server's encoder, so the tests che
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,3 +96,14 @@ def parse_chunks(chunks: Iterable[str]) -> Iterator[Message]:
     parser = Parser()
     for chunk in chunks:
         yield from parser.feed(chunk)
+
+
+async def collect(stream: AsyncIterator[bytes]) -> list[Message]:
+    """Every message of a byte stream (a spectator's, a replay's), read to its end."""
+    parser = Parser()
+    return [m async for chunk in stream for m in parser.feed(chunk.decode())]
+
+
+def ids(messages: Iterable[Message]) -> list[int]:
+    """The ids of the messages that are log events (they carry one), in order."""
+    return [int(m.id) for m in messages if m.id is not None]
