@@ -21,7 +21,7 @@ import pytest
 from django.core.management import call_command
 from pytest_django.fixtures import Settings
 
-from battles.models import Battle
+from battles.models import Battle, Document
 from tests.conftest import ESSAY
 from tests.support.live import ROOT, LiveDatabase, base_env
 from tests.support.openai_server import OpenAIServer, Script
@@ -286,13 +286,13 @@ def test_bad_input_exits_2_with_one_line_on_stderr_and_stores_nothing(
     extra: list[str],
     reason: str,
 ) -> None:
-    before = Battle.objects.count()
+    before = Battle.objects.count(), Document.objects.count()
     result = runbattle_here(make_input(tmp_path), *extra)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("runbattle: ")
     assert reason.lower() in result.stderr.lower()
-    assert Battle.objects.count() == before
+    assert (Battle.objects.count(), Document.objects.count()) == before
 
 
 def _write(path: Path, data: bytes) -> Path:

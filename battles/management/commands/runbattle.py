@@ -87,8 +87,9 @@ class Command(BaseCommand):
         model = options["model"]
         models = {role: options[f"{role}_model"] or model for role in ROLES}
         try:
-            document = services.document_create(data=data, name=path.name)
-            return services.battle_create(document=document, rounds=options["rounds"], models=models)
+            return services.battle_create_from_upload(
+                data=data, name=path.name, rounds=options["rounds"], models=models
+            )
         except BattleError as exc:  # DocumentRejected included
             self._bad_input(exc.message)
         raise AssertionError("unreachable")
