@@ -173,3 +173,32 @@ async def test_a_handed_over_battle_is_released_at_once_and_continued(make_battl
     log = await sync_to_async(stored_events)(battle.pk)
     assert_consistent(log, rounds=1)
     assert [e.type for e in log].count(events.TURN_INTERRUPTED) == 1  # the taker found nothing to close
+
+
+async def test_a_heartbeat_that_finds_the_battle_over_does_not_cancel_its_end(
+    make_battle, monkeypatch
+) -> None:
+    """The heartbeat's renewal fails once the battle is finished (it is no longer running); if that
+    happens while the run is still writing the battle's end, the run must end normally."""
+    battle = await sync_to_async(make_battle)(rounds=1)
+    claimed = await sync_to_async(services.battle_start)(battle_id=battle.pk)
+    loop = asyncio.get_running_loop()
+    finished = asyncio.Event()
+    battle_finish = services.battle_finish
+
+    def finish(**kwargs: Any) -> None:
+        battle_finish(**kwargs)
+        loop.call_soon_threadsafe(finished.set)
+
+    async def heartbeat(*, battle_id: Any, owner: str, on_lost: Any) -> None:
+        await finished.wait()
+        on_lost()  # what keep_lease does when its renewal finds the battle no longer running
+
+    monkeypatch.setattr(services, "battle_finish", finish)
+    monkeypatch.setattr(lease, "keep_lease", heartbeat)
+
+    await asyncio.wait_for(BattleRun(claimed).run(), timeout=60)
+
+    assert finished.is_set()
+    assert (await Battle.objects.aget(pk=battle.pk)).status == Battle.Status.FINISHED
+    assert (await sync_to_async(stored_events)(battle.pk))[-1].type == events.BATTLE_COMPLETED

@@ -62,7 +62,7 @@ async def hand_over(log: EventLog, *, owner: str, turn_under_way: int | None, pa
     closed by `turn.interrupted` (its `partial_turn` kept for operators) and the lease released in
     the same transaction. On failure the lease simply runs out, and the battle is taken over then."""
     battle_id = log.battle_id
-    release = _release_write(
+    release = release_write(
         battle_id=battle_id, owner=owner, partial_turn=None if turn_under_way is None else partial_turn
     )
     try:
@@ -81,7 +81,7 @@ async def hand_over(log: EventLog, *, owner: str, turn_under_way: int | None, pa
         logger.exception("Could not hand battle %s over", battle_id)
 
 
-def _release_write(*, battle_id: UUID, owner: str, partial_turn: str | None) -> Callable[[], None]:
+def release_write(*, battle_id: UUID, owner: str, partial_turn: str | None) -> Callable[[], None]:
     """The write that gives a battle up: the turn under way, if any (`partial_turn` is what it had
     streamed, kept for operators; None when no turn was under way), is marked interrupted, and the
     lease is released."""

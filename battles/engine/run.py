@@ -97,6 +97,9 @@ class BattleRun:
         self.content = ""  # what the turn under way has streamed so far
         self.task: asyncio.Task[None] | None = None  # the task running it, once it runs
         self._stopping: StopReason | None = None
+        # Writing the battle's end: too late to stop. That write is fenced by the lease like any
+        # other, and a heartbeat that finds the battle already over must not cancel it.
+        self._ending = False
 
     def _elapsed_seconds(self) -> float:
         """How long the battle has been running (0 for a new one), for offsets that keep growing."""
@@ -152,6 +155,8 @@ class BattleRun:
         self._stop(StopReason.HANDED_OVER)
 
     def _stop(self, reason: StopReason) -> None:
+        if self._ending:
+            return
         if self.task is not None and not self.task.done() and self._stopping is None:
             self._stopping = reason
             self.task.cancel()
@@ -208,6 +213,7 @@ class BattleRun:
         )
 
     async def _complete(self, verdict: Verdict) -> None:
+        self._ending = True
         battle, budget = self.battle, self.budget
         duration_ms = int((time.monotonic() - self.started) * 1000)
         scores = verdict.scores
@@ -318,6 +324,7 @@ class BattleRun:
 
     async def _fail(self, error: str, *, retryable: bool) -> None:
         """End the battle as failed; everything already streamed stays in the log."""
+        self._ending = True
         battle_id, content, budget = self.battle.pk, self.content, self.budget
 
         def fail() -> None:
