@@ -71,11 +71,15 @@ llm: $(LLM_INSTALLED)
 bench-llm: $(LLM_INSTALLED)
 	$(PY) -m bench.localmodel
 
+# Workers per pass (pytest-xdist); a module's tests stay on one worker (its servers start once).
+TEST_WORKERS ?= 3
+PYTEST_PARALLEL := $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+
 # Lint and types, the whole suite on SQLite, then the tests that touch the database again on PostgreSQL.
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest
+	$(PYTEST_PARALLEL)
 	@$(MAKE) --no-print-directory test-postgres
 
 # The unit layer: everything but the tests that start real processes (under a minute).
@@ -87,7 +91,7 @@ test-fast: setup
 test-postgres: setup
 	@if $(PY) -m tests.support.services postgres "$$TEST_POSTGRES_URL"; then \
 		echo "Running the tests that touch the database again on PostgreSQL (DATABASE_URL=\$$TEST_POSTGRES_URL)"; \
-		DATABASE_URL="$$TEST_POSTGRES_URL" $(VENV)/bin/pytest -m database; \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(PYTEST_PARALLEL) -m database; \
 	elif [ -n "$$CI" ]; then \
 		echo "CI is set: the PostgreSQL pass is required"; exit 1; \
 	else \

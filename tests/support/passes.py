@@ -7,6 +7,10 @@ second pass selects them with `-m database`. A module whose checks do not depend
 the servers it starts (the browser, the local model, the benchmark's smoke test) says so with the
 `one_pass` marker, and runs on the first pass only.
 
+Both passes run on several workers (pytest-xdist, `--dist loadfile`: a module's tests on one worker,
+so that its module-scoped servers start once). The modules that start real processes go first, the
+local model's before all, so that the long ones run side by side instead of last.
+
 Loaded as a plugin by `tests/conftest.py`.
 """
 
@@ -36,7 +40,20 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # Marked as collected, before `-m database` selects.
+    if touches_database(item):
+        item.add_marker(pytest.mark.database)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django's own ordering
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if touches_database(item):
-            item.add_marker(pytest.mark.database)
+    # Slowest modules first, each module's tests together (its module-scoped servers start once).
+    weight: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        module = item.nodeid.split("::")[0]
+        kind = 2 if item.get_closest_marker("llm") else 1 if item.get_closest_marker("e2e") else 0
+        weight[module] = max(weight.get(module, 0), kind)
+        first.setdefault(module, index)
+    items.sort(key=lambda item: (-weight[module := item.nodeid.split("::")[0]], first[module]))
