@@ -20,6 +20,11 @@ REQUEST_BODY_LIMIT = settings.ARENA_MAX_UPLOAD_BYTES + REQUEST_BODY_SLACK_BYTES
 # Imported once Django is set up: they reach the app's models.
 from arena.asgi_wrappers import RequestBodyLimit, StreamsShareOneThread, Supervised  # noqa: E402
 from battles import views  # noqa: E402
+from battles.providers import llm  # noqa: E402
+
+# litellm now, before the first request: imported later, it would hold up the event loop (and every
+# stream) for seconds when the first battle starts.
+llm.load()
 
 application = RequestBodyLimit(
     Supervised(StreamsShareOneThread(django_application, views=frozenset({views.events}))),

@@ -9,6 +9,6 @@ class BattlesConfig(AppConfig):
 
     def ready(self) -> None:
         # The built-in model is a litellm provider like any other, there before the first battle.
-        from battles.providers.sparring import provider
+        from battles.providers import sparring
 
-        provider.register()
+        sparring.register()

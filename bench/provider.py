@@ -37,11 +37,11 @@ class ClockLLM(CustomLLM):
 
 
 def register() -> None:
-    """Make `bench/clock` a litellm model, next to whatever custom providers are registered."""
-    llm.register_custom_model(
+    """Make `bench/clock` a litellm model, next to whatever custom providers are declared."""
+    llm.declare_custom_model(
         provider=PROVIDER,
-        handler=ClockLLM(),
         model=MODEL,
+        handler="bench.provider.ClockLLM",
         context_tokens=CONTEXT_TOKENS,
         max_output_tokens=MAX_OUTPUT_TOKENS,
     )

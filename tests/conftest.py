@@ -21,21 +21,16 @@ from battles.live.hub import hub  # noqa: E402
 from battles.models import Battle, Document  # noqa: E402
 from battles.providers import llm  # noqa: E402
 from tests.support import live  # noqa: E402
+from tests.support.documents import ESSAY  # noqa: E402
 from tests.support.openai_server import OpenAIServer  # noqa: E402
 from tests.support.services import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, POSTGRES, REDIS, require  # noqa: E402
 
 # Marks the tests of the PostgreSQL pass (see that module).
 pytest_plugins = ["tests.support.passes"]
 
-ESSAY = """# Why every team should write tests
-
-Automated tests always pay for themselves within a week.
-Teams that write tests ship 40% fewer bugs, according to our internal survey of 12 teams.
-Some people think tests slow you down, but they probably have not tried it properly.
-A test suite documents what the code is meant to do, because each test states one expectation.
-For example, a test for the parser shows exactly which inputs it accepts.
-Code without tests is never safe to change, and everyone knows it.
-"""
+# As every process that calls models does before its first battle: no test's event loop (with its
+# first-token timeouts) waits for litellm's import.
+llm.load()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import ESSAY
+from tests.support.documents import ESSAY
 from tests.support.live import ROOT, LiveDatabase, LiveServer, base_env, provider_env
 from tests.support.openai_server import OpenAIServer, Script
 from tests.support.proxy import CuttableProxy

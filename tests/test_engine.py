@@ -15,7 +15,7 @@ from battles.events import RecordedEvent
 from battles.exceptions import BattleStateError
 from battles.models import Battle, Event, Turn
 from battles.providers import llm
-from tests.conftest import ESSAY
+from tests.support.documents import ESSAY
 from tests.support.logs import assert_consistent, stored_events
 from tests.support.openai_server import Script, count_prompt_tokens
 from tests.support.runs import OTHER, abandoned_mid_turn

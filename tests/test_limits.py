@@ -15,7 +15,7 @@ from battles import services
 from battles.exceptions import LimitExceeded
 from battles.limits import check_can_create_battle, client_ip
 from battles.models import Battle
-from tests.conftest import ESSAY
+from tests.support.documents import ESSAY
 
 
 def upload(client: Client, name: str = "essay.md", content: bytes = ESSAY.encode(), **extra: object):

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ESSAY
+from tests.support.documents import ESSAY
 from tests.support.live import ROOT, LiveDatabase, LiveServer, provider_env
 from tests.support.openai_server import OpenAIServer, Script
 from tests.support.sse_client import Message, Parser

@@ -19,7 +19,7 @@ import pytest
 
 from battles import events
 from battles.providers import localmodel
-from tests.conftest import ESSAY
+from tests.support.documents import ESSAY
 from tests.support.live import LiveDatabase, LiveServer, free_port, wait_until_serving
 from tests.support.sse_client import Message, Parser
 

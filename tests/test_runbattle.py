@@ -22,7 +22,7 @@ from django.core.management import call_command
 from pytest_django.fixtures import Settings
 
 from battles.models import Battle, Document
-from tests.conftest import ESSAY
+from tests.support.documents import ESSAY
 from tests.support.live import ROOT, LiveDatabase, base_env
 from tests.support.openai_server import OpenAIServer, Script
 

@@ -31,7 +31,7 @@ import redis
 
 from battles.engine.lease import HANDOVER_REASON
 from battles.live.hub import TAKEOVER_REASON
-from tests.conftest import ESSAY
+from tests.support.documents import ESSAY
 from tests.support.live import ROOT, LiveServer, PostgresDatabase, migrate
 from tests.support.sse_client import Message, Parser
 from tests.support.waiting import wait_for

@@ -15,7 +15,7 @@ from battles.constants import MAX_ROUNDS
 from battles.events import RecordedEvent
 from battles.exceptions import ArenaFull, BattleError, BattleStateError, DocumentRejected, LeaseLost
 from battles.models import Battle, Document, Event, Turn
-from tests.conftest import ESSAY
+from tests.support.documents import ESSAY
 from tests.support.logs import stored_events, token
 from tests.support.runs import DEAD, OTHER, abandoned_mid_turn, expire_lease
 

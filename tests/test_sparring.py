@@ -10,7 +10,7 @@ from battles.engine.prompts import TranscriptEntry, build_messages, frame_docume
 from battles.engine.verdict import parse_round_scores, parse_verdict
 from battles.models import Role
 from battles.providers.sparring import rules as sparring
-from tests.conftest import ESSAY
+from tests.support.documents import ESSAY
 from tests.support.live import ROOT
 
 QUOTE = re.compile(r'^\d+\. "(.+)"$', re.MULTILINE)

@@ -14,7 +14,7 @@ from django.test import AsyncClient, Client
 
 from battles.engine import run_battle
 from battles.models import Battle, Document
-from tests.conftest import ESSAY
+from tests.support.documents import ESSAY
 from tests.support.sse_client import parse
 
 pytestmark = pytest.mark.django_db

@@ -1,7 +1,11 @@
 """Every model call goes through here, and through `litellm.acompletion(stream=True)`.
 
-Custom providers (the built-in `arena/sparring`, the benchmark's clock) are registered with litellm
-through `register_custom_model`, so they take exactly the code path a real provider takes.
+litellm takes several seconds to import. `load()` imports it: a process that will call models runs
+it once before its first battle (`arena.asgi` when serving, `runbattle`, the test suite), so that no
+event loop ever waits on the import, and processes that never call a model (`migrate`, `check`,
+`createsuperuser`) never pay for it. Custom providers (the built-in `arena/sparring`, the benchmark's
+clock) are declared with `declare_custom_model` and registered with litellm as it loads, so they take
+exactly the code path a real provider takes.
 """
 
 from __future__ import annotations
@@ -14,23 +18,18 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+from django.conf import settings
+from django.utils.module_loading import import_string
 
-import litellm  # noqa: E402
-from django.conf import settings  # noqa: E402
-from litellm import CustomLLM  # noqa: E402
-from litellm.exceptions import MidStreamFallbackError  # noqa: E402
-from litellm.types.llms.openai import ChatCompletionUsageBlock  # noqa: E402
-from litellm.types.utils import GenericStreamingChunk  # noqa: E402
+from battles.exceptions import ProviderError
 
-from battles.exceptions import ProviderError  # noqa: E402
+if TYPE_CHECKING:
+    from litellm.types.llms.openai import ChatCompletionUsageBlock
+    from litellm.types.utils import GenericStreamingChunk
 
 logger = logging.getLogger(__name__)
-
-# litellm prints help text to stdout on errors unless told not to.
-litellm.suppress_debug_info = True
 
 MISSING_KEY_MESSAGE = "No API key is configured for this model's provider (set its key, e.g. OPENAI_API_KEY)."
 TIMEOUT_MESSAGE = "The model stopped answering (timed out)."
@@ -39,28 +38,70 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 UNKNOWN_TOKENIZER_SHARE = 0.8
 
 
-def register_custom_model(
-    *, provider: str, handler: CustomLLM, model: str, context_tokens: int, max_output_tokens: int
-) -> None:
-    """Make `model` (`provider/name`) a litellm model served by `handler`, at no cost.
+@dataclass(frozen=True)
+class CustomModel:
+    """A model served by a litellm custom provider of ours: `handler` is the dotted path of its
+    `litellm.CustomLLM` class, imported only once litellm is."""
 
-    Idempotent: a provider already registered keeps its handler.
-    """
-    if not any(p.get("provider") == provider for p in litellm.custom_provider_map):
+    provider: str
+    model: str  # `provider/name`
+    handler: str
+    context_tokens: int
+    max_output_tokens: int
+
+
+_declared: list[CustomModel] = []
+_litellm: Any = None  # the litellm module, once loaded (Any: mypy does not follow litellm)
+
+
+def load() -> Any:
+    """litellm, imported (and the declared custom models registered) on the first call."""
+    global _litellm
+    if _litellm is None:
+        with contextlib.suppress(RuntimeError):  # RuntimeError: no event loop, as it should be
+            asyncio.get_running_loop()
+            logger.warning("litellm is imported on a running event loop: call llm.load() at start-up")
+        # litellm fetches its model price map from the internet at import unless told otherwise.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        # litellm prints help text to stdout on errors unless told not to.
+        litellm.suppress_debug_info = True
+        _litellm = litellm
+        for custom in _declared:
+            _register(litellm, custom)
+    return _litellm
+
+
+def declare_custom_model(
+    *, provider: str, model: str, handler: str, context_tokens: int, max_output_tokens: int
+) -> None:
+    """Make `model` a litellm model served by the `handler` class, at no cost, from the time litellm
+    loads (at once when it already has). Declaring the same model again changes nothing."""
+    custom = CustomModel(provider, model, handler, context_tokens, max_output_tokens)
+    if custom in _declared:
+        return
+    _declared.append(custom)
+    if _litellm is not None:
+        _register(_litellm, custom)
+
+
+def _register(litellm: Any, custom: CustomModel) -> None:
+    if not any(p.get("provider") == custom.provider for p in litellm.custom_provider_map):
         litellm.custom_provider_map = [
             *litellm.custom_provider_map,
-            {"provider": provider, "custom_handler": handler},
+            {"provider": custom.provider, "custom_handler": import_string(custom.handler)()},
         ]
         # litellm reads custom_provider_map when it is set up; register the handler right away.
         litellm.utils.custom_llm_setup()
     litellm.register_model(
         {
-            model: {
-                "litellm_provider": provider,
+            custom.model: {
+                "litellm_provider": custom.provider,
                 "mode": "chat",
-                "max_input_tokens": context_tokens,
-                "max_output_tokens": max_output_tokens,
-                "max_tokens": max_output_tokens,
+                "max_input_tokens": custom.context_tokens,
+                "max_output_tokens": custom.max_output_tokens,
+                "max_tokens": custom.max_output_tokens,
                 "input_cost_per_token": 0.0,
                 "output_cost_per_token": 0.0,
                 "cache_creation_input_token_cost": 0.0,
@@ -74,6 +115,8 @@ def stream_chunk(
     text: str, *, finish_reason: str | None = None, usage: ChatCompletionUsageBlock | None = None
 ) -> GenericStreamingChunk:
     """One chunk of a custom provider's stream, as litellm expects it."""
+    from litellm.types.utils import GenericStreamingChunk
+
     return GenericStreamingChunk(
         text=text,
         is_finished=finish_reason is not None,
@@ -132,7 +175,7 @@ def response_format(style: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def count_tokens(model: str, text: str) -> int:
-    return int(litellm.token_counter(model=model, text=text))
+    return int(load().token_counter(model=model, text=text))
 
 
 def token_counter(model: str) -> Callable[[str], int]:
@@ -141,7 +184,7 @@ def token_counter(model: str) -> Callable[[str], int]:
 
 
 def count_message_tokens(model: str, messages: list[dict[str, str]]) -> int:
-    return int(litellm.token_counter(model=model, messages=messages))
+    return int(load().token_counter(model=model, messages=messages))
 
 
 def context_tokens(model: str) -> int:
@@ -152,7 +195,7 @@ def context_tokens(model: str) -> int:
     Budgeting such a model on 80% of its context keeps prompts inside the real one.
     """
     try:
-        info = litellm.get_model_info(model)
+        info = load().get_model_info(model)
     except Exception:  # litellm raises a bare Exception for unmapped models
         return int(settings.ARENA_DEFAULT_CONTEXT_TOKENS * UNKNOWN_TOKENIZER_SHARE)
     return int(info.get("max_input_tokens") or settings.ARENA_DEFAULT_CONTEXT_TOKENS)
@@ -167,7 +210,7 @@ def cost_usd(endpoint: Endpoint, usage: Usage) -> float | None:
     if endpoint.api_base:
         return None
     try:
-        prompt_cost, completion_cost = litellm.cost_per_token(
+        prompt_cost, completion_cost = load().cost_per_token(
             model=endpoint.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
         )
     except Exception:
@@ -255,7 +298,7 @@ class ReplyStream:
             kwargs["api_key"] = "no-key"
         if self.json_schema:
             kwargs["response_format"] = response_format(self.json_style, self.json_schema)
-        return await litellm.acompletion(
+        return await load().acompletion(
             model=self.endpoint.model,
             messages=self.messages,
             stream=True,
@@ -296,25 +339,35 @@ def provider_error(exc: BaseException) -> ProviderError:
     logger.warning("Model call failed: %s", type(exc).__name__)
     if "missing credentials" in str(exc).lower():  # raised by the client before any request is sent
         return ProviderError(MISSING_KEY_MESSAGE, retryable=False)
-    for cls, message, retryable in _ERRORS:
+    for cls, message, retryable in _errors():
         if isinstance(exc, cls):
             return ProviderError(message, retryable=retryable)
     return ProviderError("The model call failed unexpectedly.", retryable=True)
 
 
-_ERRORS: list[tuple[type[BaseException], str, bool]] = [
-    # Before ServiceUnavailableError, its base class: litellm's name for a stream cut off midway.
-    (MidStreamFallbackError, "The model's answer was cut off: its stream ended early.", True),
-    (litellm.AuthenticationError, "The model provider rejected the credentials (check the API key).", False),
-    (litellm.PermissionDeniedError, "The model provider refused access to this model.", False),
-    (litellm.NotFoundError, "The model was not found at the provider (check the model name).", False),
-    (litellm.ContextWindowExceededError, "The prompt did not fit in the model's context window.", False),
-    (litellm.ContentPolicyViolationError, "The model provider refused the content.", False),
-    (litellm.RateLimitError, "The model provider is rate-limiting requests; try again shortly.", True),
-    (litellm.Timeout, TIMEOUT_MESSAGE, True),  # the client's backstop timeout
-    (litellm.APIConnectionError, "Could not reach the model provider.", True),
-    (litellm.ServiceUnavailableError, "The model provider is unavailable right now.", True),
-    (litellm.InternalServerError, "The model provider had an internal error.", True),
-    (litellm.BadRequestError, "The model provider rejected the request.", False),
-    (litellm.APIError, "The model provider returned an error.", True),
-]
+@functools.cache
+def _errors() -> list[tuple[type[BaseException], str, bool]]:
+    """litellm's exceptions, most specific first, with what a spectator is told and whether to retry."""
+    litellm = load()
+    from litellm.exceptions import MidStreamFallbackError
+
+    return [
+        # Before ServiceUnavailableError, its base class: litellm's name for a stream cut off midway.
+        (MidStreamFallbackError, "The model's answer was cut off: its stream ended early.", True),
+        (
+            litellm.AuthenticationError,
+            "The model provider rejected the credentials (check the API key).",
+            False,
+        ),
+        (litellm.PermissionDeniedError, "The model provider refused access to this model.", False),
+        (litellm.NotFoundError, "The model was not found at the provider (check the model name).", False),
+        (litellm.ContextWindowExceededError, "The prompt did not fit in the model's context window.", False),
+        (litellm.ContentPolicyViolationError, "The model provider refused the content.", False),
+        (litellm.RateLimitError, "The model provider is rate-limiting requests; try again shortly.", True),
+        (litellm.Timeout, TIMEOUT_MESSAGE, True),  # the client's backstop timeout
+        (litellm.APIConnectionError, "Could not reach the model provider.", True),
+        (litellm.ServiceUnavailableError, "The model provider is unavailable right now.", True),
+        (litellm.InternalServerError, "The model provider had an internal error.", True),
+        (litellm.BadRequestError, "The model provider rejected the request.", False),
+        (litellm.APIError, "The model provider returned an error.", True),
+    ]

@@ -22,6 +22,7 @@ from battles.live import brokers
 from battles.live.sse import encode_json
 from battles.live.terminal import TerminalPrinter
 from battles.models import Battle
+from battles.providers import llm
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -64,6 +65,7 @@ class Command(BaseCommand):
             printer = TerminalPrinter(self.stdout, color=self.stdout.isatty())
             printer.header(battle, url=url)
             listener = printer.print_events
+        llm.load()  # before the battle's event loop starts: the import takes seconds
         try:
             battle = asyncio.run(_run_published(battle, listener))
         except asyncio.CancelledError:

@@ -1,4 +1,5 @@
-"""litellm's view of the sparring model: a stream of words with a watchable pace."""
+"""litellm's view of the sparring model: a stream of words with a watchable pace. Imported by
+`battles.providers.llm` once litellm is (see `battles.providers.sparring.register`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,7 @@ from litellm.types.llms.openai import ChatCompletionUsageBlock
 from litellm.types.utils import GenericStreamingChunk
 
 from battles.providers import llm
-from battles.providers.sparring import MODEL, PROVIDER, rules
-
-# As much as a battle of ten rounds needs; the sparring model reads the whole prompt whatever its size.
-CONTEXT_TOKENS = 16384
-MAX_OUTPUT_TOKENS = 4096
+from battles.providers.sparring import MODEL, rules
 
 
 # The ignore: mypy does not follow litellm (pyproject.toml), so its classes are Any to it.
@@ -38,14 +35,3 @@ class SparringLLM(CustomLLM):  # type: ignore[misc]
             "total_tokens": prompt_tokens + completion_tokens,
         }
         yield llm.stream_chunk("", finish_reason="stop" if completion == text else "length", usage=usage)
-
-
-def register() -> None:
-    """Make `arena/sparring` a litellm model: its provider, context size and (zero) price."""
-    llm.register_custom_model(
-        provider=PROVIDER,
-        handler=SparringLLM(),
-        model=MODEL,
-        context_tokens=CONTEXT_TOKENS,
-        max_output_tokens=MAX_OUTPUT_TOKENS,
-    )
