@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from battles.constants import MAX_ROUNDS, MIN_ROUNDS
+from battles.constants import MAX_JURORS, MAX_ROUNDS, MIN_ROUNDS
 from battles.models import ROLE_ORDER
 
 
@@ -26,5 +26,29 @@ class BattleForm(forms.Form):
                 choices=[("", f"Default ({default})"), *((m, m) for m in settings.ARENA_MODEL_CHOICES)],
             )
 
+        if settings.ARENA_JURY_CHOICES:
+            # Offered only when the operator lists jurors; otherwise every battle gets ARENA_JURY.
+            self.fields["jury"] = forms.MultipleChoiceField(
+                label="Jury",
+                required=False,
+                widget=forms.CheckboxSelectMultiple,
+                choices=[(m, m) for m in settings.ARENA_JURY_CHOICES],
+                initial=[m for m in settings.ARENA_JURY if m in settings.ARENA_JURY_CHOICES],
+                help_text=(
+                    "Each juror judges the whole battle twice, the sides swapped; the majority decides. "
+                    "None ticked: the Moderator decides."
+                ),
+            )
+
+    def clean_jury(self) -> list[str]:
+        jury: list[str] = self.cleaned_data.get("jury") or []
+        if len(jury) > MAX_JURORS:
+            raise forms.ValidationError(f"Pick at most {MAX_JURORS} jurors.")
+        return jury
+
     def models(self) -> dict[str, str]:
         return {role: self.cleaned_data.get(f"{role}_model") or "" for role in ROLE_ORDER}
+
+    def jury(self) -> list[str] | None:
+        """The jurors picked on the form, or None (ARENA_JURY) when the form offers no jury."""
+        return self.cleaned_data.get("jury") if "jury" in self.fields else None

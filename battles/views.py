@@ -85,6 +85,7 @@ def create(request: HttpRequest) -> HttpResponse:
             name=upload.name or "",
             rounds=form.cleaned_data["rounds"],
             models=form.models(),
+            jury=form.jury(),
             client_ip=ip,
         )
     except DocumentRejected as exc:

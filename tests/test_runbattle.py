@@ -245,6 +245,23 @@ def test_a_failing_provider_exits_1_with_battle_failed(runs: dict[str, Backgroun
 
 
 @pytest.mark.django_db(transaction=True)
+def test_jury_picks_the_jurors(essay: Path, settings: Settings) -> None:
+    settings.ARENA_SPARRING_DELAY_MS = 0
+    result = runbattle_here(essay, "--rounds", "1", "--jury", "arena/rules, arena/sparring", "--json")
+    assert result.returncode == 0
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    verdict = next(e["data"] for e in printed if e["event"] == "verdict")
+    assert [j["model"] for j in verdict["jury"]] == ["arena/rules", "arena/sparring"]
+    assert verdict["source"] == "jury"
+    assert Battle.objects.get(pk=printed[0]["data"]["battle_id"]).jury == ["arena/rules", "arena/sparring"]
+    # An empty --jury is no jury even when ARENA_JURY has one.
+    settings.ARENA_JURY = ["arena/rules"]
+    result = runbattle_here(essay, "--rounds", "1", "--jury", "", "--json")
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    verdict = next(e["data"] for e in printed if e["event"] == "verdict")
+    assert "jury" not in verdict
+
+
 def test_a_failing_provider_is_reported_in_human_mode(fake_provider: OpenAIServer, essay: Path) -> None:
     fake_provider.queue(Script(status=401))
     result = runbattle_here(essay, "--model", "openai/fake")

@@ -50,6 +50,26 @@ def test_an_upload_creates_a_pending_battle_and_redirects_to_its_arena(client: C
     assert "essay" not in stored.name  # generated, never the client's name
 
 
+def test_the_form_offers_a_jury_only_when_jurors_are_listed(client: Client, settings) -> None:
+    settings.ARENA_JURY = ["arena/rules"]
+    assert 'name="jury"' not in client.get("/").content.decode()
+    upload(client, ESSAY.encode())
+    assert Battle.objects.get().jury == ["arena/rules"]  # ARENA_JURY for every battle
+
+    settings.ARENA_JURY_CHOICES = ["arena/sparring", "arena/rules"]
+    html = client.get("/").content.decode()
+    assert html.count('name="jury"') == 2
+    assert re.search(r'<input[^>]*value="arena/rules"[^>]*checked', html)  # ARENA_JURY ticked first
+    upload(client, ESSAY.encode(), jury=["arena/sparring", "arena/rules"])
+    upload(client, ESSAY.encode())  # none ticked: no jury, the Moderator decides
+    assert [b.jury for b in Battle.objects.order_by("created_at")][1:] == [
+        ["arena/sparring", "arena/rules"],
+        [],
+    ]
+    response = upload(client, ESSAY.encode(), jury=["openai/not-offered"])
+    assert response.status_code == 400 and Battle.objects.count() == 3
+
+
 def test_the_upload_form_is_csrf_protected() -> None:
     client = Client(enforce_csrf_checks=True)
     response = upload(client, ESSAY.encode())

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -104,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         owner = self.server.owner
         owner._record(body)
-        script = owner._next_script()
+        script = owner._next_script(body)
         if script.status != 200:
             self._send_json(script.status, _error_body(script.status, script.error_message))
         elif body.get("stream"):
@@ -280,6 +281,8 @@ class OpenAIServer:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self._scripts: deque[Script] = deque()
+        # With no script queued, what to do is asked of this (the request's body in), if set.
+        self.respond: Callable[[dict[str, Any]], Script] | None = None
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._stopped = False
@@ -352,9 +355,11 @@ class OpenAIServer:
                 return done
             return self._release
 
-    def _next_script(self) -> Script:
+    def _next_script(self, body: dict[str, Any]) -> Script:
         with self._lock:
-            return self._scripts.popleft() if self._scripts else Script()
+            if self._scripts:
+                return self._scripts.popleft()
+        return self.respond(body) if self.respond else Script()
 
     def _record(self, body: dict[str, Any]) -> None:
         with self._lock:
