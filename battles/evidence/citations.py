@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -92,28 +93,59 @@ def find_quotes(text: str) -> list[str]:
     return quotes
 
 
-def _normalise(text: str) -> tuple[str, list[int]]:
-    """`text` folded for comparison (lower case, one kind of quote mark and dash, "..." for "…", one
-    space for every whitespace run), and for each of its characters the index it came from."""
-    folded: list[str] = []
-    origin: list[int] = []
-    in_space = False
-    for index, char in enumerate(text):
-        if char.isspace():
-            if not in_space:
-                folded.append(" ")
-                origin.append(index)
-            in_space = True
-            continue
-        in_space = False
-        if char == "…":
-            folded.extend("...")
-            origin.extend((index, index, index))
-            continue
-        for piece in char.translate(_FOLD).lower():
-            folded.append(piece)
-            origin.append(index)
-    return "".join(folded), origin
+# What folding changes in length: a whitespace run becomes one space, an ellipsis "...".
+_RUNS = re.compile(r"\s+|\.\.\.|…")
+
+
+@dataclass(frozen=True)
+class _Folded:
+    """A text folded for comparison, with the way back: `text` is made of segments, the k-th starting
+    at `starts[k]` and taken from the original at `origins[k]`; a copied segment maps character for
+    character, a replaced one (a whitespace run, an ellipsis) maps wholly to its first character."""
+
+    text: str
+    starts: array[int]
+    origins: array[int]
+    copied: bytes
+
+    def origin(self, index: int) -> int:
+        """The index in the original text of the folded text's character at `index`."""
+        k = bisect.bisect_right(self.starts, index) - 1
+        return self.origins[k] + (index - self.starts[k] if self.copied[k] else 0)
+
+
+def _fold(text: str) -> _Folded:
+    """`text` folded: lower case, one kind of quote mark and dash, "..." for "…", one space for every
+    whitespace run. Linear, and per word rather than per character (a 2 MB document in well under a
+    second); the offsets are arrays, 4 bytes each, where lists of ints would take ten times that."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few characters lower to two ("İ"): keep those as they are
+        lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    lowered = lowered.translate(_FOLD)
+    pieces: list[str] = []
+    starts, origins, copied = array("I"), array("I"), bytearray()
+    length = position = 0
+
+    def add(piece: str, origin: int, is_copy: bool) -> None:
+        nonlocal length
+        pieces.append(piece)
+        starts.append(length)
+        origins.append(origin)
+        copied.append(is_copy)
+        length += len(piece)
+
+    for run in _RUNS.finditer(lowered):
+        if run.start() > position:
+            add(lowered[position : run.start()], position, True)
+        add(" " if run.group()[0].isspace() else "...", run.start(), False)
+        position = run.end()
+    if position < len(lowered) or not pieces:
+        add(lowered[position:], position, True)
+    return _Folded("".join(pieces), starts, origins, bytes(copied))
+
+
+def _normalise(text: str) -> str:
+    return _fold(text).text
 
 
 class DocumentIndex:
@@ -121,7 +153,8 @@ class DocumentIndex:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.folded, self._origin = _normalise(text)
+        self._folded = _fold(text)
+        self.folded = self._folded.text
         self._line_starts = [0, *(m.end() for m in re.finditer("\n", text))]
 
     def line_of(self, index: int) -> int:
@@ -130,14 +163,14 @@ class DocumentIndex:
 
     def locate(self, quote: str) -> tuple[int, int] | None:
         """The first and last line of where the document holds `quote` (or something close), or None."""
-        needle = _normalise(quote)[0].strip(_EDGE)
+        needle = _normalise(quote).strip(_EDGE)
         if not needle:
             return None
         span = self._exact(needle) or self._in_parts(needle) or self._close(needle)
         if span is None:
             return None
         start, end = span  # in the folded text, end exclusive
-        return self.line_of(self._origin[start]), self.line_of(self._origin[end - 1])
+        return self.line_of(self._folded.origin(start)), self.line_of(self._folded.origin(end - 1))
 
     def _exact(self, needle: str) -> tuple[int, int] | None:
         at = self.folded.find(needle)
