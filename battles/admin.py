@@ -55,6 +55,7 @@ class TurnInline(ReadOnlyMixin, admin.StackedInline[Turn, Battle]):
         "model",
         "status",
         "content",
+        "citations",
         "prompt_tokens",
         "completion_tokens",
         "started_at",
@@ -170,12 +171,14 @@ class BattleAdmin(ReadOnlyMixin, admin.ModelAdmin[Battle]):
         "aggressor_model",
         "defender_model",
         "moderator_model",
+        "jury",
         "winner",
         "aggressor_score",
         "defender_score",
         "summary",
         "verdict_fallback",
         "verdict_source",
+        "verdict_details",
         "prompt_tokens",
         "completion_tokens",
         "cost_usd",
@@ -313,7 +316,17 @@ class DocumentAdmin(ReadOnlyMixin, admin.ModelAdmin[Document]):
     )
     search_fields = ("original_name", "sha256")
     list_filter = ("content_type", ("created_at", admin.DateFieldListFilter))
-    fields = ("original_name", "size", "content_type", "encoding", "sha256", "file", "created_at", "text")
+    fields = (
+        "original_name",
+        "size",
+        "content_type",
+        "encoding",
+        "sha256",
+        "file",
+        "created_at",
+        "flags",
+        "text",
+    )
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Document]:
