@@ -85,6 +85,16 @@ def test_citations_keep_the_turns_order_and_text() -> None:
     ]
 
 
+def test_quoting_the_other_side_is_not_an_invented_quote() -> None:
+    attack = 'The plan "will win every market within a year", it says; "profits will surely triple soon".'
+    defence = 'The attack claims "profits will surely triple soon", but the plan never says so.'
+    citations = cite_all(DocumentIndex(PLAN), defence, debate=[attack])
+    assert citations == []  # it quoted the Aggressor's invention, which is the Aggressor's to answer for
+    # The same words with no earlier turn holding them are an invented quote.
+    assert [c.verified for c in cite_all(DocumentIndex(PLAN), defence)] == [False]
+    assert [c.verified for c in cite_all(DocumentIndex(PLAN), attack, debate=[])] == [True, False]
+
+
 def test_tally_and_answered_attacks() -> None:
     attacks = [Citation("a", True, 3, 3), Citation("b", True, 5, 6), Citation("c", False)]
     answers = [Citation("a", True, 3, 3), Citation("x", True, 6, 6)]

@@ -346,7 +346,8 @@ class BattleRun:
             self.content += delta
             await self.log.emit(events.TOKEN, {"turn": index, "role": role.value, "text": delta})
         content, usage = self.content, stream.usage
-        citations = await asyncio.to_thread(cite_all, self.index, content)
+        debate = [entry.content for entry in self.transcript]
+        citations = await asyncio.to_thread(cite_all, self.index, content, debate=debate)
         cited = [c.as_dict() for c in citations]
         scores = self._record(round_number, role, content, usage, citations)
         # Over as soon as turn.completed is in the log (emit appends it before it can be cancelled).

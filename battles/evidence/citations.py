@@ -208,9 +208,20 @@ class DocumentIndex:
         return Citation(quote=quote, verified=True, start_line=lines[0], end_line=lines[1])
 
 
-def cite_all(index: DocumentIndex, text: str) -> list[Citation]:
-    """Every quote of a turn, verified against the document, in the order the turn has them."""
-    return [index.cite(quote) for quote in find_quotes(text)]
+def cite_all(index: DocumentIndex, text: str, *, debate: Sequence[str] = ()) -> list[Citation]:
+    """Every quote of a turn, verified against the document, in the order the turn has them.
+
+    A quote that the document does not hold but an earlier turn of the debate does (`debate`: their
+    texts) quotes the other side, not the document: it is left out rather than counted as invented.
+    """
+    said = _normalise("\n".join(debate)) if debate else ""
+    citations = []
+    for quote in find_quotes(text):
+        citation = index.cite(quote)
+        if not citation.verified and said and _normalise(quote).strip(_EDGE) in said:
+            continue
+        citations.append(citation)
+    return citations
 
 
 @dataclass(frozen=True)
