@@ -20,13 +20,16 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
+from battles import events
 from battles.engine.budget import Budget
+from battles.engine.eventlog import EventLog
 from battles.engine.prompts import JUROR_SIDES, FramedDocument, TranscriptEntry, build_juror_messages
 from battles.engine.verdict import (
+    JURY,
     MAX_SUMMARY_CHARS,
     Scores,
     Verdict,
@@ -38,7 +41,6 @@ from battles.exceptions import BudgetExhausted
 from battles.models import Role
 from battles.providers import llm
 
-JURY = "jury"  # the verdict's source when a jury decided
 # The two orders each juror judges: the role shown as Side A first.
 ORDERS = ((Role.AGGRESSOR.value, Role.DEFENDER.value), (Role.DEFENDER.value, Role.AGGRESSOR.value))
 JUROR_SCHEMA = verdict_schema(list(JUROR_SIDES))
@@ -153,9 +155,6 @@ def parse_juror_answer(answer: str, sides: Mapping[str, str]) -> Verdict | None:
     return Verdict(winner=winner, scores=None, summary="", fallback=True)
 
 
-OnVote = Callable[[int, JurorVote], Awaitable[None]]
-
-
 async def deliberate(
     *,
     battle_id: UUID,
@@ -163,13 +162,15 @@ async def deliberate(
     documents: Mapping[str, FramedDocument],
     transcript: Sequence[TranscriptEntry],
     budget: Budget,
-    on_vote: OnVote,
+    log: EventLog,
 ) -> tuple[JuryVerdict, llm.Usage]:
     """Every juror's vote, and what asking them cost (counted in `budget`). `documents` holds the
-    document framed for each juror's model; `on_vote(k, vote)` hears each vote as it comes, the k-th."""
+    document framed for each juror's model. `jury.progress` goes in the log as the jury starts and
+    with each vote as it comes (the k-th of n)."""
     usage = llm.Usage()
-    done = 0
+    total, done = len(jurors), 0
     lock = asyncio.Lock()
+    await log.emit(events.JURY_PROGRESS, {"done": 0, "total": total, "juror": None}, durable=True)
 
     async def judge(endpoint: llm.Endpoint) -> JurorVote:
         nonlocal done
@@ -187,9 +188,11 @@ async def deliberate(
             usage.completion_tokens += spent.completion_tokens
             verdicts.append(verdict)
         vote = juror_vote(endpoint.model, verdicts)
-        async with lock:  # votes are heard one at a time, numbered in the order they came
+        async with lock:  # votes are announced one at a time, numbered in the order they came
             done += 1
-            await on_vote(done, vote)
+            await log.emit(
+                events.JURY_PROGRESS, {"done": done, "total": total, "juror": vote.as_dict()}, durable=True
+            )
         return vote
 
     votes = await asyncio.gather(*(judge(endpoint) for endpoint in jurors))

@@ -335,6 +335,14 @@ def evidence_note(transcript: Sequence[TranscriptEntry], round_number: int | Non
     return "\n".join(lines)
 
 
+def evidence_totals(transcript: Sequence[TranscriptEntry]) -> dict[str, dict[str, int]]:
+    """Quotes verified and not, per side, over the whole battle (the verdict's `evidence`)."""
+    return {
+        role.value: tally(c for e in transcript if e.role == role.value for c in e.citations).as_dict()
+        for role in (Role.AGGRESSOR, Role.DEFENDER)
+    }
+
+
 def _one_line(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -27,11 +27,12 @@ from battles.engine.prompts import (
     TranscriptEntry,
     build_messages,
     document_budget,
+    evidence_totals,
     frame_document,
 )
 from battles.engine.verdict import Scores, Verdict, budget_exhausted_verdict, parse_round_scores
 from battles.engine.verdict_request import final_verdict
-from battles.evidence.citations import Citation, DocumentIndex, Tally, cite_all, tally
+from battles.evidence.citations import Citation, DocumentIndex, cite_all
 from battles.evidence.injection import Flag
 from battles.exceptions import BattleStateError, BudgetExhausted, LeaseLost, ProviderError
 from battles.models import ROLE_ORDER, Battle, Role
@@ -206,46 +207,26 @@ class BattleRun:
             details = {}
             if self.jurors:
                 moderator = verdict
-                decision, jury_usage = await self._deliberate(documents)
+                decision, jury_usage = await jury.deliberate(
+                    battle_id=battle.pk,
+                    jurors=self.jurors,
+                    documents=documents,
+                    transcript=self.transcript,
+                    budget=self.budget,
+                    log=self.log,
+                )
                 verdict = decision.decide(moderator)
                 details = decision.details(moderator)
                 verdict_usage = llm.Usage(
                     verdict_usage.prompt_tokens + jury_usage.prompt_tokens,
                     verdict_usage.completion_tokens + jury_usage.completion_tokens,
                 )
-        details = {"evidence": self._evidence(), **details}
+        details = {"evidence": evidence_totals(self.transcript), **details}
         # No await between the two: the verdict and battle.completed are committed together.
         await self.log.emit(
             events.VERDICT, {**verdict.as_event_data(), **details, "usage": _usage_data(verdict_usage)}
         )
         await self._complete(verdict, details)
-
-    async def _deliberate(self, documents: dict[str, FramedDocument]) -> tuple[jury.JuryVerdict, llm.Usage]:
-        """The jury's votes, each announced by `jury.progress` as it comes (k of n)."""
-        total = len(self.jurors)
-        await self.log.emit(events.JURY_PROGRESS, {"done": 0, "total": total, "juror": None}, durable=True)
-
-        async def announce(done: int, vote: jury.JurorVote) -> None:
-            await self.log.emit(
-                events.JURY_PROGRESS, {"done": done, "total": total, "juror": vote.as_dict()}, durable=True
-            )
-
-        return await jury.deliberate(
-            battle_id=self.battle.pk,
-            jurors=self.jurors,
-            documents=documents,
-            transcript=self.transcript,
-            budget=self.budget,
-            on_vote=announce,
-        )
-
-    def _evidence(self) -> dict[str, dict[str, int]]:
-        """Quotes verified and not, per side, over the whole battle (the verdict's `evidence`)."""
-        totals = {role.value: Tally() for role in (Role.AGGRESSOR, Role.DEFENDER)}
-        for entry in self.transcript:
-            if entry.role in totals:
-                totals[entry.role] += tally(entry.citations)
-        return {role: total.as_dict() for role, total in totals.items()}
 
     async def _announce(self, documents: dict[str, FramedDocument]) -> None:
         battle = self.battle

@@ -27,6 +27,7 @@ MAX_SUMMARY_CHARS = 1200
 STRUCTURED = "structured"
 TEXT = "text"
 RULES = "rules"
+JURY = "jury"  # a jury decided (see battles.engine.jury)
 WINNERS = ("aggressor", "defender", "draw")
 
 # How the two sides are named in a verdict answer, mapped to the roles they stand for. The Moderator
