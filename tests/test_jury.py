@@ -94,15 +94,23 @@ TRANSCRIPT = [
 DOCUMENT = FramedDocument(block="<<<DOCUMENT n>>>\ntext\n<<<END DOCUMENT n>>>", tokens=10, truncated=False)
 
 
-def juror_prompt(order: tuple[str, str]) -> str:
-    messages = build_juror_messages(
+def juror_messages(
+    order: tuple[str, str],
+    document: FramedDocument = DOCUMENT,
+    transcript: list[TranscriptEntry] = TRANSCRIPT,
+) -> list[dict[str, str]]:
+    return build_juror_messages(
         order=order,
-        document=DOCUMENT,
-        transcript=TRANSCRIPT,
+        document=document,
+        transcript=transcript,
         context_tokens=8000,
         max_tokens=300,
         count_tokens=lambda text: len(text.split()),
     )
+
+
+def juror_prompt(order: tuple[str, str]) -> str:
+    messages = juror_messages(order)
     assert "You are a juror" in messages[0]["content"]
     return messages[1]["content"]
 
@@ -162,14 +170,7 @@ def test_the_sparring_juror_counts_the_documents_sentences_each_side_quoted() ->
     ]
     verdicts = []
     for order in ORDERS:
-        messages = build_juror_messages(
-            order=order,
-            document=document,
-            transcript=transcript,
-            context_tokens=8000,
-            max_tokens=300,
-            count_tokens=lambda text: len(text.split()),
-        )
+        messages = juror_messages(order, document, transcript)
         assert sparring_juror.asks_juror(messages)
         answer = json.loads(sparring_juror.reply(messages))
         verdicts.append(

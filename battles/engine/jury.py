@@ -107,15 +107,7 @@ def _outcome(winner: str) -> str:
 def juror_vote(model: str, verdicts: Sequence[Verdict | None]) -> JurorVote:
     """A juror's vote from its verdicts in both orders (already mapped back to roles)."""
     given = [v for v in verdicts if v is not None]
-    known = [v.scores for v in given if v.scores is not None]
-    scores = (
-        Scores(
-            aggressor=round(sum(s.aggressor for s in known) / len(known), 1),
-            defender=round(sum(s.defender for s in known) / len(known), 1),
-        )
-        if known
-        else None
-    )
+    scores = _mean([v.scores for v in given])
     consistent = len(given) == len(verdicts) and len({v.winner for v in given}) == 1
     return JurorVote(
         model=model, winner=given[0].winner if consistent else "draw", scores=scores, consistent=consistent
@@ -128,16 +120,20 @@ def tally_votes(votes: Sequence[JurorVote]) -> JuryVerdict:
     tied = len(counts) > 1 and counts[0][1] == counts[1][1]
     winner = "draw" if not counts or tied else counts[0][0]
     agreement = round(sum(1 for v in votes if v.winner == winner) / len(votes), 3) if votes else 0.0
-    known = [v.scores for v in votes if v.scores is not None]
-    scores = (
-        Scores(
-            aggressor=round(sum(s.aggressor for s in known) / len(known), 1),
-            defender=round(sum(s.defender for s in known) / len(known), 1),
-        )
-        if known
-        else None
+    return JuryVerdict(
+        votes=list(votes), winner=winner, agreement=agreement, scores=_mean([v.scores for v in votes])
     )
-    return JuryVerdict(votes=list(votes), winner=winner, agreement=agreement, scores=scores)
+
+
+def _mean(scores: Sequence[Scores | None]) -> Scores | None:
+    """Each side's mean over the scores given (one decimal), or None when none were."""
+    known = [s for s in scores if s is not None]
+    if not known:
+        return None
+    return Scores(
+        aggressor=round(sum(s.aggressor for s in known) / len(known), 1),
+        defender=round(sum(s.defender for s in known) / len(known), 1),
+    )
 
 
 def parse_juror_answer(answer: str, sides: Mapping[str, str]) -> Verdict | None:
