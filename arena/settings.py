@@ -12,7 +12,7 @@ import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from battles.constants import MAX_ROUNDS, MIN_ROUNDS, MULTIPART_OVERHEAD_BYTES, ROLES
+from battles.constants import MAX_JURORS, MAX_ROUNDS, MIN_ROUNDS, MULTIPART_OVERHEAD_BYTES, ROLES
 
 # Lets the code write the generic types it is checked with (`admin.ModelAdmin[Battle]`): it gives
 # the Django classes that lack one a `__class_getitem__` that returns the class itself.
@@ -172,6 +172,18 @@ ARENA_ROLE_API_BASES: dict[str, str] = {
 ARENA_ROLE_API_KEYS: dict[str, str] = {
     role: env.str(f"ARENA_{role.upper()}_API_KEY", default="") or ARENA_API_KEY for role in ROLES
 }
+
+# The jury: after the last round each juror judges the whole battle twice, the sides swapped, and
+# the majority decides (see battles.engine.jury). Empty: the Moderator's verdict alone. The offline
+# jurors are arena/sparring and arena/rules.
+ARENA_JURY: list[str] = env.list("ARENA_JURY", default=[])
+# Jurors a visitor may pick on the upload form; the form offers a jury only when this is set.
+ARENA_JURY_CHOICES: list[str] = env.list("ARENA_JURY_CHOICES", default=[])
+if len(ARENA_JURY) > MAX_JURORS:
+    raise ImproperlyConfigured(f"ARENA_JURY holds at most {MAX_JURORS} jurors.")
+# The jurors' OpenAI-compatible endpoint and key (default: ARENA_API_BASE and ARENA_API_KEY).
+ARENA_JURY_API_BASE: str = env.str("ARENA_JURY_API_BASE", default="") or ARENA_API_BASE
+ARENA_JURY_API_KEY: str = env.str("ARENA_JURY_API_KEY", default="") or ARENA_API_KEY
 
 ARENA_ROUNDS: int = env.int("ARENA_ROUNDS", default=3)
 if not MIN_ROUNDS <= ARENA_ROUNDS <= MAX_ROUNDS:

@@ -8,7 +8,8 @@ class BattlesConfig(AppConfig):
     verbose_name = "Battles"
 
     def ready(self) -> None:
-        # The built-in model is a litellm provider like any other, there before the first battle.
-        from battles.providers import sparring
+        # The built-in models are litellm providers like any other, there before the first battle.
+        from battles.providers import rules_juror, sparring
 
         sparring.register()
+        rules_juror.register()

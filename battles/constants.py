@@ -13,6 +13,8 @@ ROLES = (AGGRESSOR, DEFENDER, MODERATOR)
 # Rounds per battle: at least one, and ten is already 30 turns of a model's context.
 MIN_ROUNDS = 1
 MAX_ROUNDS = 10
+# Jurors per battle: each judges the whole battle twice, so a jury of five is ten more model calls.
+MAX_JURORS = 5
 
 # Room around an uploaded file in a request body: the multipart framing and the other form fields.
 # Django refuses to read more than ARENA_MAX_UPLOAD_BYTES plus this, and the upload view answers 413

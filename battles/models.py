@@ -37,6 +37,11 @@ class Document(models.Model):
     content_type = models.CharField(max_length=100)
     encoding = models.CharField(max_length=40, blank=True)
     text = models.TextField()
+    flags = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Lines that address an AI rather than a reader: [{line, text}] (see battles.evidence).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -70,6 +75,7 @@ class Battle(models.Model):
         STRUCTURED = "structured", "The Moderator's structured (JSON) verdict"
         TEXT = "text", "The Moderator's last turn"
         RULES = "rules", "Derived from the round scores"
+        JURY = "jury", "The jury's majority"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     document = models.ForeignKey(Document, on_delete=models.PROTECT, related_name="battles")
@@ -78,6 +84,9 @@ class Battle(models.Model):
     aggressor_model = models.CharField(max_length=200)
     defender_model = models.CharField(max_length=200)
     moderator_model = models.CharField(max_length=200)
+    jury = models.JSONField(
+        default=list, blank=True, help_text="The jurors' models (litellm model strings); empty: no jury."
+    )
 
     winner = models.CharField(max_length=10, choices=Winner.choices, blank=True)
     aggressor_score = models.FloatField(null=True, blank=True)
@@ -91,6 +100,11 @@ class Battle(models.Model):
         choices=VerdictSource.choices,
         blank=True,
         help_text="Where the verdict was read from (see battles.engine.verdict).",
+    )
+    verdict_details = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The verdict event's evidence, jury, agreement and moderator (see battles.events).",
     )
 
     prompt_tokens = models.PositiveIntegerField(default=0)
@@ -166,6 +180,11 @@ class Turn(models.Model):
     model = models.CharField(max_length=200)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
     content = models.TextField(blank=True)
+    citations = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Its quotes checked against the document: [{quote, verified, start_line, end_line}].",
+    )
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField()

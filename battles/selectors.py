@@ -79,6 +79,7 @@ def battle_transcript(*, battle: Battle) -> dict[str, Any]:
             "status": battle.status,
             "rounds": battle.rounds,
             "models": {role: battle.model_for(role) for role in ROLES},
+            "jury": battle.jury,
             "created_at": battle.created_at.isoformat(),
             "started_at": battle.started_at.isoformat() if battle.started_at else None,
             "finished_at": battle.finished_at.isoformat() if battle.finished_at else None,
@@ -88,6 +89,7 @@ def battle_transcript(*, battle: Battle) -> dict[str, Any]:
             "name": battle.document.original_name,
             "size": battle.document.size,
             "sha256": battle.document.sha256,
+            "flags": battle.document.flags,
         },
         "turns": [
             {
@@ -97,6 +99,7 @@ def battle_transcript(*, battle: Battle) -> dict[str, Any]:
                 "model": t.model,
                 "status": t.status,
                 "content": t.content,
+                "citations": t.citations,
                 "usage": {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens},
             }
             for t in turns
@@ -108,6 +111,8 @@ def battle_transcript(*, battle: Battle) -> dict[str, Any]:
                 "summary": battle.summary,
                 "fallback": battle.verdict_fallback,
                 "source": battle.verdict_source,
+                # evidence, and with a jury: jury, agreement, moderator (as in the verdict event)
+                **battle.verdict_details,
             }
             if battle.winner
             else None

@@ -21,9 +21,10 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Sum, When
 from django.utils import timezone
 
-from battles.constants import MAX_ROUNDS, MIN_ROUNDS
+from battles.constants import MAX_JURORS, MAX_ROUNDS, MIN_ROUNDS
 from battles.documents import extract_text, safe_display_name
 from battles.events import BATTLE_FAILED, TURN_INTERRUPTED, RecordedEvent
+from battles.evidence.injection import find_flags
 from battles.exceptions import ArenaFull, BattleError, BattleStateError, LeaseLost
 from battles.models import ROLE_ORDER, Battle, Document, Event, Turn
 
@@ -46,6 +47,7 @@ def document_create(*, data: bytes, name: str) -> Document:
         content_type=extracted.content_type,
         encoding=extracted.encoding or "",
         text=extracted.text,
+        flags=[flag.as_dict() for flag in find_flags(extracted.text)],
     )
     document.file.save("upload", ContentFile(data), save=False)
     try:
@@ -61,16 +63,22 @@ def battle_create(
     document: Document,
     rounds: int | None = None,
     models: dict[str, str] | None = None,
+    jury: Sequence[str] | None = None,
     client_ip: str | None = None,
 ) -> Battle:
-    """A pending battle. Models default to the configured ones, per role."""
+    """A pending battle. Models default to the configured ones, per role; the jury to ARENA_JURY
+    (an empty list: no jury, the Moderator's verdict alone)."""
     rounds = settings.ARENA_ROUNDS if rounds is None else rounds
     if not MIN_ROUNDS <= rounds <= MAX_ROUNDS:
         raise BattleError(f"Rounds must be between {MIN_ROUNDS} and {MAX_ROUNDS}.")
     chosen = {**settings.ARENA_ROLE_MODELS, **{k: v for k, v in (models or {}).items() if v}}
+    jurors = list(settings.ARENA_JURY if jury is None else jury)
+    if len(jurors) > MAX_JURORS:
+        raise BattleError(f"A jury has at most {MAX_JURORS} jurors.")
     return Battle.objects.create(
         document=document,
         rounds=rounds,
+        jury=jurors,
         client_ip=client_ip,
         **{f"{role}_model": chosen[role] for role in ROLE_ORDER},
     )
@@ -82,13 +90,16 @@ def battle_create_from_upload(
     name: str,
     rounds: int | None = None,
     models: dict[str, str] | None = None,
+    jury: Sequence[str] | None = None,
     client_ip: str | None = None,
 ) -> Battle:
     """Store an upload and a pending battle on it, both or neither. Raises DocumentRejected."""
     document = document_create(data=data, name=name)
     try:
         with transaction.atomic():
-            return battle_create(document=document, rounds=rounds, models=models, client_ip=client_ip)
+            return battle_create(
+                document=document, rounds=rounds, models=models, jury=jury, client_ip=client_ip
+            )
     except BaseException:
         document.file.delete(save=False)
         document.delete()
@@ -96,11 +107,12 @@ def battle_create_from_upload(
 
 
 def battle_retry(*, battle: Battle, client_ip: str | None = None) -> Battle:
-    """A new pending battle on the same document, with the same rounds and models."""
+    """A new pending battle on the same document, with the same rounds, models and jury."""
     return battle_create(
         document=battle.document,
         rounds=battle.rounds,
         models={role: battle.model_for(role) for role in ROLE_ORDER},
+        jury=battle.jury,
         client_ip=client_ip,
     )
 
@@ -235,11 +247,18 @@ def turn_start(*, battle: Battle, index: int, round_number: int, role: str) -> T
 
 
 def turn_complete(
-    *, battle_id: UUID, index: int, content: str, prompt_tokens: int, completion_tokens: int
+    *,
+    battle_id: UUID,
+    index: int,
+    content: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    citations: Sequence[dict[str, object]] = (),
 ) -> None:
     updated = Turn.objects.filter(battle_id=battle_id, index=index, status=Turn.Status.RUNNING).update(
         status=Turn.Status.COMPLETED,
         content=content,
+        citations=list(citations),
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         finished_at=timezone.now(),
@@ -271,8 +290,9 @@ def battle_finish(
     prompt_tokens: int,
     completion_tokens: int,
     cost_usd: float | None,
+    verdict_details: dict[str, object] | None = None,
 ) -> None:
-    """running → finished, with the verdict and totals."""
+    """running → finished, with the verdict (`verdict_details`: its evidence and jury) and totals."""
     updated = Battle.objects.filter(pk=battle_id, status=Battle.Status.RUNNING).update(
         status=Battle.Status.FINISHED,
         lease_owner="",
@@ -283,6 +303,7 @@ def battle_finish(
         summary=summary,
         verdict_fallback=verdict_fallback,
         verdict_source=verdict_source,
+        verdict_details=verdict_details or {},
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         cost_usd=_money(cost_usd),

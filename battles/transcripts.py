@@ -18,6 +18,43 @@ def _inline(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()<>#+!|~])", r"\\\1", text)
 
 
+def _citation(citation: dict[str, Any]) -> str:
+    quote = f"“{_inline(citation['quote'])}”"
+    if not citation["verified"]:
+        return f"Not found in the document: {quote}"
+    start, end = citation["start_line"], citation["end_line"]
+    where = f"line {start}" if start == end else f"lines {start}–{end}"
+    return f"Verified ({where}): {quote}"
+
+
+def _scores(scores: dict[str, Any] | None) -> str:
+    scores = scores or {}
+    return f"aggressor {scores.get('aggressor')}, defender {scores.get('defender')}"
+
+
+def _evidence_and_jury(verdict: dict[str, Any]) -> list[str]:
+    lines = []
+    evidence = verdict.get("evidence")
+    if evidence:
+        lines += ["", "Evidence (quotes found in the document / not found):", ""]
+        lines += [
+            f"- {side.capitalize()}: {counts['verified']} verified, {counts['unverified']} not found"
+            for side, counts in evidence.items()
+        ]
+    if verdict.get("jury"):
+        lines += ["", f"The jury (agreement {verdict['agreement']:.0%}):", ""]
+        for juror in verdict["jury"]:
+            held = (
+                "held when the sides were swapped" if juror["consistent"] else "changed when swapped: a draw"
+            )
+            lines.append(
+                f"- {_inline(juror['model'])}: {juror['winner']} ({_scores(juror['scores'])}; {held})"
+            )
+        moderator = verdict["moderator"]
+        lines += ["", f"The Moderator's own ruling: {moderator['winner']} ({_scores(moderator['scores'])})"]
+    return lines
+
+
 def render_markdown(transcript: dict[str, Any]) -> str:
     battle, document = transcript["battle"], transcript["document"]
     lines = [
@@ -28,8 +65,13 @@ def render_markdown(transcript: dict[str, Any]) -> str:
         f"- Rounds: {battle['rounds']}",
         *(f"- {role.capitalize()}: {_inline(model)}" for role, model in battle["models"].items()),
     ]
+    if battle.get("jury"):
+        lines.append(f"- Jury: {', '.join(_inline(model) for model in battle['jury'])}")
     if battle["error"]:
         lines.append(f"- Error: {_inline(battle['error'])}")
+    if document.get("flags"):
+        lines += ["", "Lines of the document that address an AI rather than a reader (treated as text):", ""]
+        lines += [f"- Line {flag['line']}: {_inline(flag['text'])}" for flag in document["flags"]]
     for turn in transcript["turns"]:
         fence = _fence(turn["content"])
         note = " (interrupted)" if turn["status"] == "interrupted" else ""
@@ -41,6 +83,9 @@ def render_markdown(transcript: dict[str, Any]) -> str:
             turn["content"],
             fence,
         ]
+        if turn.get("citations"):
+            lines += ["", "Quotes checked against the document:", ""]
+            lines += [f"- {_citation(citation)}" for citation in turn["citations"]]
     verdict = transcript["verdict"]
     if verdict:
         scores = verdict["scores"] or {}
@@ -57,6 +102,7 @@ def render_markdown(transcript: dict[str, Any]) -> str:
             lines += ["", "_Derived: the Moderator's verdict could not be parsed._"]
         elif verdict.get("source") == "text":
             lines += ["", "_Read from the Moderator's last turn (no structured verdict)._"]
+        lines += _evidence_and_jury(verdict)
     usage = transcript["usage"]
     cost = "unknown" if transcript["cost_usd"] is None else f"${transcript['cost_usd']:.6f}"
     lines += [

@@ -70,7 +70,7 @@ async def test_a_battle_runs_to_a_verdict_and_the_log_is_complete(make_battle) -
     first = log[0].data
     assert first == {
         "battle_id": str(battle.pk),
-        "document": {"name": "essay.md", "size": len(ESSAY.encode()), "truncated": False},
+        "document": {"name": "essay.md", "size": len(ESSAY.encode()), "truncated": False, "flags": []},
         "rounds": 2,
         "agents": [{"role": role, "model": "arena/sparring"} for role in ROLES],
     }
@@ -232,6 +232,8 @@ async def test_a_battle_streams_through_a_real_http_provider(make_battle, provid
         "summary": "The survey held.",
         "fallback": False,
         "source": "structured",
+        # Neither side quoted the document.
+        "evidence": {side: {"verified": 0, "unverified": 0} for side in ("aggressor", "defender")},
         # The fake server reports usage as words plus overhead: this is the provider's count.
         "usage": {
             "prompt_tokens": count_prompt_tokens(verdict_request),

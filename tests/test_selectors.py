@@ -105,6 +105,10 @@ def test_battle_turns_count_an_interrupted_then_retried_turn_once(make_battle) -
     ]
 
 
+CITATION = {"quote": "Automated tests always pay off", "verified": True, "start_line": 3, "end_line": 3}
+EVIDENCE = {"aggressor": {"verified": 1, "unverified": 0}, "defender": {"verified": 0, "unverified": 0}}
+
+
 def test_the_transcript_of_a_finished_battle(make_battle) -> None:
     battle = make_battle(rounds=1, defender="openai/other")
     services.battle_start(battle_id=battle.pk)
@@ -118,10 +122,12 @@ def test_the_transcript_of_a_finished_battle(make_battle) -> None:
         summary="The defence held.",
         verdict_fallback=False,
         verdict_source="structured",
+        verdict_details={"evidence": EVIDENCE},
         prompt_tokens=120,
         completion_tokens=80,
         cost_usd=0.25,
     )
+    Turn.objects.filter(battle=battle).update(citations=[CITATION])
     battle = Battle.objects.select_related("document").get(pk=battle.pk)
 
     transcript = selectors.battle_transcript(battle=battle)
@@ -137,12 +143,18 @@ def test_the_transcript_of_a_finished_battle(make_battle) -> None:
                 "defender": "openai/other",
                 "moderator": "arena/sparring",
             },
+            "jury": [],
             "created_at": battle.created_at.isoformat(),
             "started_at": battle.started_at.isoformat(),
             "finished_at": battle.finished_at.isoformat(),
             "error": None,
         },
-        "document": {"name": "essay.md", "size": battle.document.size, "sha256": battle.document.sha256},
+        "document": {
+            "name": "essay.md",
+            "size": battle.document.size,
+            "sha256": battle.document.sha256,
+            "flags": [],
+        },
         "turns": [
             {
                 "turn": 1,
@@ -151,6 +163,7 @@ def test_the_transcript_of_a_finished_battle(make_battle) -> None:
                 "model": "m",
                 "status": "completed",
                 "content": "Attack.",
+                "citations": [CITATION],
                 "usage": {"prompt_tokens": 30, "completion_tokens": 20},
             }
         ],
@@ -160,6 +173,7 @@ def test_the_transcript_of_a_finished_battle(make_battle) -> None:
             "summary": "The defence held.",
             "fallback": False,
             "source": "structured",
+            "evidence": EVIDENCE,
         },
         "usage": {"prompt_tokens": 120, "completion_tokens": 80},
         "cost_usd": 0.25,

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from battles import events, selectors, services
-from battles.engine import lease
+from battles.engine import jury, lease
 from battles.engine.budget import Budget
 from battles.engine.eventlog import EventLog, Listener
 from battles.engine.lease import StopReason
@@ -31,6 +31,8 @@ from battles.engine.prompts import (
 )
 from battles.engine.verdict import Scores, Verdict, budget_exhausted_verdict, parse_round_scores
 from battles.engine.verdict_request import final_verdict
+from battles.evidence.citations import Citation, DocumentIndex, Tally, cite_all, tally
+from battles.evidence.injection import Flag
 from battles.exceptions import BattleStateError, BudgetExhausted, LeaseLost, ProviderError
 from battles.models import ROLE_ORDER, Battle, Role
 from battles.providers import llm
@@ -82,7 +84,13 @@ class BattleRun:
             )
             for role in ROLE_ORDER
         }
-        self.budget = Budget(self.endpoints.values())
+        self.jurors = [
+            llm.Endpoint(
+                model=model, api_base=settings.ARENA_JURY_API_BASE, api_key=settings.ARENA_JURY_API_KEY
+            )
+            for model in battle.jury
+        ]
+        self.budget = Budget([*self.endpoints.values(), *self.jurors])
         self.transcript: list[TranscriptEntry] = []
         self.round_scores: list[Scores | None] = []
         for turn in self.progress.completed:
@@ -91,7 +99,9 @@ class BattleRun:
                 Role(turn.role),
                 turn.content,
                 llm.Usage(turn.prompt_tokens, turn.completion_tokens),
+                [Citation.from_dict(c) for c in turn.citations],
             )
+        self.index: DocumentIndex  # the document, for looking quotes up: built once the run starts
         self.log: EventLog
         self.turn_under_way: int | None = None  # its index, between turn.started and turn.completed
         self.content = ""  # what the turn under way has streamed so far
@@ -164,6 +174,7 @@ class BattleRun:
     async def _run(self) -> None:
         battle = self.battle
         documents = await asyncio.to_thread(self._frame_documents)
+        self.index = await asyncio.to_thread(DocumentIndex, battle.document.text)
         if self.log.last_seq == 0:
             await self._announce(documents)
         done = len(self.transcript)
@@ -181,6 +192,7 @@ class BattleRun:
                 turns=len(self.transcript),
             )
             verdict_usage = llm.Usage()
+            details: dict[str, object] = {}
         else:
             verdict, verdict_usage = await final_verdict(
                 battle_id=battle.pk,
@@ -191,9 +203,49 @@ class BattleRun:
                 round_scores=self.round_scores,
                 budget=self.budget,
             )
+            details = {}
+            if self.jurors:
+                moderator = verdict
+                decision, jury_usage = await self._deliberate(documents)
+                verdict = decision.decide(moderator)
+                details = decision.details(moderator)
+                verdict_usage = llm.Usage(
+                    verdict_usage.prompt_tokens + jury_usage.prompt_tokens,
+                    verdict_usage.completion_tokens + jury_usage.completion_tokens,
+                )
+        details = {"evidence": self._evidence(), **details}
         # No await between the two: the verdict and battle.completed are committed together.
-        await self.log.emit(events.VERDICT, {**verdict.as_event_data(), "usage": _usage_data(verdict_usage)})
-        await self._complete(verdict)
+        await self.log.emit(
+            events.VERDICT, {**verdict.as_event_data(), **details, "usage": _usage_data(verdict_usage)}
+        )
+        await self._complete(verdict, details)
+
+    async def _deliberate(self, documents: dict[str, FramedDocument]) -> tuple[jury.JuryVerdict, llm.Usage]:
+        """The jury's votes, each announced by `jury.progress` as it comes (k of n)."""
+        total = len(self.jurors)
+        await self.log.emit(events.JURY_PROGRESS, {"done": 0, "total": total, "juror": None}, durable=True)
+
+        async def announce(done: int, vote: jury.JurorVote) -> None:
+            await self.log.emit(
+                events.JURY_PROGRESS, {"done": done, "total": total, "juror": vote.as_dict()}, durable=True
+            )
+
+        return await jury.deliberate(
+            battle_id=self.battle.pk,
+            jurors=self.jurors,
+            documents=documents,
+            transcript=self.transcript,
+            budget=self.budget,
+            on_vote=announce,
+        )
+
+    def _evidence(self) -> dict[str, dict[str, int]]:
+        """Quotes verified and not, per side, over the whole battle (the verdict's `evidence`)."""
+        totals = {role.value: Tally() for role in (Role.AGGRESSOR, Role.DEFENDER)}
+        for entry in self.transcript:
+            if entry.role in totals:
+                totals[entry.role] += tally(entry.citations)
+        return {role: total.as_dict() for role, total in totals.items()}
 
     async def _announce(self, documents: dict[str, FramedDocument]) -> None:
         battle = self.battle
@@ -205,6 +257,7 @@ class BattleRun:
                     "name": battle.document.original_name,
                     "size": battle.document.size,
                     "truncated": any(d.truncated for d in documents.values()),
+                    "flags": battle.document.flags,
                 },
                 "rounds": battle.rounds,
                 "agents": [{"role": role.value, "model": battle.model_for(role)} for role in ROLE_ORDER],
@@ -212,7 +265,7 @@ class BattleRun:
             durable=True,
         )
 
-    async def _complete(self, verdict: Verdict) -> None:
+    async def _complete(self, verdict: Verdict, details: dict[str, object]) -> None:
         self._ending = True
         battle, budget = self.battle, self.budget
         duration_ms = int((time.monotonic() - self.started) * 1000)
@@ -227,6 +280,7 @@ class BattleRun:
                 summary=verdict.summary,
                 verdict_fallback=verdict.fallback,
                 verdict_source=verdict.source,
+                verdict_details=details,
                 prompt_tokens=budget.prompt_tokens,
                 completion_tokens=budget.completion_tokens,
                 cost_usd=budget.cost_usd,
@@ -240,10 +294,11 @@ class BattleRun:
         )
 
     def _frame_documents(self) -> dict[str, FramedDocument]:
-        """The document framed for each distinct model, cut to that model's context."""
+        """The document framed for each distinct model (the jurors' too), cut to that model's context."""
         battle = self.battle
+        flags = [Flag(line=f["line"], text=f["text"]) for f in battle.document.flags]
         framed = {}
-        for model in {battle.model_for(role) for role in ROLE_ORDER}:
+        for model in {*(battle.model_for(role) for role in ROLE_ORDER), *(j.model for j in self.jurors)}:
             framed[model] = frame_document(
                 text=battle.document.text,
                 name=battle.document.original_name,
@@ -254,6 +309,7 @@ class BattleRun:
                     rounds=battle.rounds,
                 ),
                 count_tokens=llm.token_counter(model),
+                flags=flags,
             )
         return framed
 
@@ -290,7 +346,9 @@ class BattleRun:
             self.content += delta
             await self.log.emit(events.TOKEN, {"turn": index, "role": role.value, "text": delta})
         content, usage = self.content, stream.usage
-        scores = self._record(round_number, role, content, usage)
+        citations = await asyncio.to_thread(cite_all, self.index, content)
+        cited = [c.as_dict() for c in citations]
+        scores = self._record(round_number, role, content, usage, citations)
         # Over as soon as turn.completed is in the log (emit appends it before it can be cancelled).
         self.turn_under_way = None
         await self.log.emit(
@@ -302,6 +360,7 @@ class BattleRun:
                 "content": content,
                 "usage": _usage_data(usage),
                 "scores": scores.as_dict() if scores else None,
+                "citations": cited,
             },
             write=lambda: services.turn_complete(
                 battle_id=battle.pk,
@@ -309,17 +368,22 @@ class BattleRun:
                 content=content,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
+                citations=cited,
             ),
             durable=True,
         )
 
-    def _record(self, round_number: int, role: Role, content: str, usage: llm.Usage) -> Scores | None:
+    def _record(
+        self, round_number: int, role: Role, content: str, usage: llm.Usage, citations: list[Citation]
+    ) -> Scores | None:
         """Count a completed turn in the budget, the transcript and the round scores."""
         self.budget.count(self.endpoints[role], usage)
         scores = parse_round_scores(content) if role == Role.MODERATOR else None
         if role == Role.MODERATOR:
             self.round_scores.append(scores)
-        self.transcript.append(TranscriptEntry(round=round_number, role=role.value, content=content))
+        self.transcript.append(
+            TranscriptEntry(round=round_number, role=role.value, content=content, citations=tuple(citations))
+        )
         return scores
 
     async def _fail(self, error: str, *, retryable: bool) -> None:

@@ -29,19 +29,31 @@ TEXT = "text"
 RULES = "rules"
 WINNERS = ("aggressor", "defender", "draw")
 
+# How the two sides are named in a verdict answer, mapped to the roles they stand for. The Moderator
+# names the roles; a juror sees "Side A" and "Side B" (see battles.engine.jury).
+ROLE_SIDES = {"aggressor": "aggressor", "defender": "defender"}
+
 # Scores as an enum rather than minimum/maximum: llama.cpp's grammar enforces enums, not ranges.
 _SCORE_SCHEMA = {"type": "integer", "enum": list(range(int(MAX_SCORE) + 1))}
-VERDICT_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "winner": {"type": "string", "enum": list(WINNERS)},
-        "aggressor": _SCORE_SCHEMA,
-        "defender": _SCORE_SCHEMA,
-        "summary": {"type": "string", "minLength": 1, "maxLength": 600},
-    },
-    "required": ["winner", "aggressor", "defender", "summary"],
-    "additionalProperties": False,
-}
+
+
+def verdict_schema(sides: Sequence[str]) -> dict[str, object]:
+    """The JSON schema of a verdict that names the two sides `sides`."""
+    first, second = sides
+    return {
+        "type": "object",
+        "properties": {
+            "winner": {"type": "string", "enum": [first, second, "draw"]},
+            first: _SCORE_SCHEMA,
+            second: _SCORE_SCHEMA,
+            "summary": {"type": "string", "minLength": 1, "maxLength": 600},
+        },
+        "required": ["winner", first, second, "summary"],
+        "additionalProperties": False,
+    }
+
+
+VERDICT_SCHEMA = verdict_schema(list(ROLE_SIDES))
 NO_SUMMARY = "The Moderator gave no summary; the verdict was derived from the round scores."
 
 _NUMBER = r"(\d{1,2}(?:\.\d+)?)(?:\s*/\s*10)?"
@@ -87,10 +99,11 @@ class Verdict:
         }
 
 
-def parse_structured_verdict(text: str) -> Verdict | None:
+def parse_structured_verdict(text: str, sides: Mapping[str, str] = ROLE_SIDES) -> Verdict | None:
     """The verdict from the answer to the structured request, or None unless it is complete and valid.
 
-    Lenient about wrapping (a code fence, a sentence before the object), strict about the content.
+    `sides` maps the names the answer uses for the two sides to the roles they stand for. Lenient about
+    wrapping (a code fence, a sentence before the object), strict about the content.
     """
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end < start:
@@ -103,9 +116,10 @@ def parse_structured_verdict(text: str) -> Verdict | None:
     if not isinstance(data, dict):
         return None
     lowered = {str(k).lower(): v for k, v in data.items()}
-    winner = str(lowered.get("winner", "")).strip().lower()
-    winner = "draw" if winner == "tie" else winner
-    aggressor, defender = _score(lowered.get("aggressor")), _score(lowered.get("defender"))
+    named = str(lowered.get("winner", "")).strip().lower()
+    winner = "draw" if named in ("draw", "tie") else sides.get(named, "")
+    by_role = {role: _score(lowered.get(name)) for name, role in sides.items()}
+    aggressor, defender = by_role.get("aggressor"), by_role.get("defender")
     summary = lowered.get("summary")
     if winner not in WINNERS or aggressor is None or defender is None:
         return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from battles.engine.budget import Budget
@@ -62,13 +62,20 @@ async def final_verdict(
 
 
 async def request_verdict(
-    *, battle_id: UUID, endpoint: llm.Endpoint, messages: list[dict[str, str]], max_tokens: int
+    *,
+    battle_id: UUID,
+    endpoint: llm.Endpoint,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    schema: dict[str, object] = VERDICT_SCHEMA,
+    parse: Callable[[str], Verdict | None] = parse_structured_verdict,
 ) -> tuple[Verdict | None, llm.Usage]:
-    """The Moderator's structured verdict, or None when the request fails or its answer is not a
-    complete, valid verdict; and what the request cost (zeros when no answer came)."""
+    """A structured verdict (the Moderator's, or a juror's with its own `schema` and `parse`), or None
+    when the request fails or its answer is not a complete, valid verdict; and what the request cost
+    (zeros when no answer came)."""
     for style in llm.structured_styles(endpoint):
         stream = llm.ReplyStream(
-            endpoint, messages, max_tokens=max_tokens, json_schema=VERDICT_SCHEMA, json_style=style
+            endpoint, messages, max_tokens=max_tokens, json_schema=schema, json_style=style
         )
         try:
             answer = "".join([delta async for delta in stream])
@@ -78,8 +85,8 @@ async def request_verdict(
                 break  # it failed while answering, not because of how it was asked
             continue  # refused: perhaps it takes the other way of asking
         llm.structured_style_worked(endpoint, style)
-        structured = parse_structured_verdict(answer)
+        structured = parse(answer)
         if structured is None:
-            logger.info("Battle %s: the structured verdict is unusable; reading the last turn", battle_id)
+            logger.info("Battle %s: the structured verdict from %s is unusable", battle_id, endpoint.model)
         return structured, stream.usage
     return None, llm.Usage()

@@ -53,6 +53,9 @@ class CustomModel:
 
 _declared: list[CustomModel] = []
 _litellm: Any = None  # the litellm module, once loaded (Any: mypy does not follow litellm)
+# The handler of each declared model, by (provider, name): litellm takes one handler per provider, so
+# a provider with several models (arena/sparring, arena/rules) gets one that passes each call on.
+_handlers: dict[tuple[str, str], Any] = {}
 
 
 def load() -> Any:
@@ -96,10 +99,11 @@ def declare_custom_model(
 
 
 def _register(litellm: Any, custom: CustomModel) -> None:
+    _handlers[(custom.provider, custom.model.split("/", 1)[1])] = import_string(custom.handler)()
     if not any(p.get("provider") == custom.provider for p in litellm.custom_provider_map):
         litellm.custom_provider_map = [
             *litellm.custom_provider_map,
-            {"provider": custom.provider, "custom_handler": import_string(custom.handler)()},
+            {"provider": custom.provider, "custom_handler": _dispatcher(litellm, custom.provider)},
         ]
         # litellm reads custom_provider_map when it is set up; register the handler right away.
         litellm.utils.custom_llm_setup()
@@ -118,6 +122,22 @@ def _register(litellm: Any, custom: CustomModel) -> None:
             }
         }
     )
+
+
+def _dispatcher(litellm: Any, provider: str) -> Any:
+    """litellm's handler for `provider`: each call goes to the handler of the model it names."""
+
+    def handler(model: str) -> Any:
+        return _handlers[(provider, model.rsplit("/", 1)[-1])]
+
+    class ProviderModels(litellm.CustomLLM):  # type: ignore[misc]
+        def astreaming(self, *args: Any, model: str, **kwargs: Any) -> Any:
+            return handler(model).astreaming(*args, model=model, **kwargs)
+
+        def acompletion(self, *args: Any, model: str, **kwargs: Any) -> Any:
+            return handler(model).acompletion(*args, model=model, **kwargs)
+
+    return ProviderModels()
 
 
 def stream_chunk(

@@ -52,6 +52,11 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="litellm model string for all three roles (default ARENA_MODEL).")
         for role in ROLES:
             parser.add_argument(f"--{role}-model", help=f"Model for the {role.capitalize()} only.")
+        parser.add_argument(
+            "--jury",
+            metavar="M1,M2",
+            help="Comma-separated litellm model strings of the jurors (default ARENA_JURY; '' for none).",
+        )
         parser.add_argument("--json", action="store_true", help="One JSON object per event per line.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -88,9 +93,12 @@ class Command(BaseCommand):
             self._bad_input(f"cannot read {path}: {exc.strerror or exc}")
         model = options["model"]
         models = {role: options[f"{role}_model"] or model for role in ROLES}
+        jury = (
+            None if options["jury"] is None else [m.strip() for m in options["jury"].split(",") if m.strip()]
+        )
         try:
             return services.battle_create_from_upload(
-                data=data, name=path.name, rounds=options["rounds"], models=models
+                data=data, name=path.name, rounds=options["rounds"], models=models, jury=jury
             )
         except BattleError as exc:  # DocumentRejected included
             self._bad_input(exc.message)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from battles.engine.prompts import TASK_LINE, TRANSCRIPT_HEADER
+from battles.engine.prompts import EVIDENCE_HEADER, TASK_LINE, TRANSCRIPT_HEADER
 from battles.engine.verdict import Scores, parse_round_scores
 from battles.models import Role
 
@@ -27,7 +27,7 @@ QUOTES_PER_ROUND = 2
 MIN_SENTENCE_WORDS = 5
 MAX_QUOTE_CHARS = 240
 
-_DOCUMENT = re.compile(r"<<<DOCUMENT (\w+)[^\n]*>>>\n(.*?)\n<<<END DOCUMENT \1>>>", re.DOTALL)
+DOCUMENT = re.compile(r"<<<DOCUMENT (\w+)[^\n]*>>>\n(.*?)\n<<<END DOCUMENT \1>>>", re.DOTALL)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _QUOTE_LINE = re.compile(r'^\d+\.\s+"(.+)"\s*$', re.MULTILINE)
 
@@ -123,7 +123,7 @@ def parse_prompt(messages: Sequence[dict[str, Any]]) -> Prompt:
     for task in TASK_LINE.finditer(user):  # noqa: B007 - the last one is the real task
         pass
     round_number, rounds = (int(task.group(1)), int(task.group(2))) if task else (1, 1)
-    doc = _DOCUMENT.search(user)
+    doc = DOCUMENT.search(user)
     document = doc.group(2) if doc else user
     after_doc = user[doc.end() :] if doc else ""
     return Prompt(role, round_number, rounds, document, _parse_transcript(after_doc))
@@ -136,6 +136,7 @@ def _parse_transcript(text: str) -> list[tuple[int, str, str]]:
         end = headers[i + 1].start() if i + 1 < len(headers) else len(text)
         body = text[header.end() : end]
         body = TASK_LINE.split(body)[0] if TASK_LINE.search(body) else body
+        body = body.split(f"\n\n{EVIDENCE_HEADER} for ")[0]  # the arena's note to the Moderator
         entries.append((int(header.group(1)), header.group(2).lower(), body.strip()))
     return entries
 
