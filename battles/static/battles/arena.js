@@ -449,6 +449,8 @@
   }
 
   function onLineLinkClick(e) {
+    // A modified click (a new tab, say) is the browser's to handle.
+    if (e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
     const link = e.target instanceof Element && e.target.closest("a.citation-verified, a.flag-link");
     if (!link) return;
     const range = lineRange(link.dataset.startLine, link.dataset.endLine);
