@@ -134,6 +134,14 @@ def transcript_json(request: HttpRequest, battle_id: UUID) -> HttpResponse:
 
 
 @require_GET
+def document_txt(request: HttpRequest, battle_id: UUID) -> HttpResponse:
+    """The document's text exactly as the agents got it: the lines (`text.split("\\n")`, from 1)
+    that citations refer to. Plain text, so the document's own markup is never rendered."""
+    battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
+    return HttpResponse(battle.document.text, content_type="text/plain; charset=utf-8")
+
+
+@require_GET
 def transcript_md(request: HttpRequest, battle_id: UUID) -> HttpResponse:
     battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
     markdown = render_markdown(selectors.battle_transcript(battle=battle))

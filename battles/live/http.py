@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.http import StreamingHttpResponse
+from django.urls import reverse
 
 from battles.models import Battle
 
@@ -21,9 +22,11 @@ def sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
 
 def arena_config(battle: Battle, *, events_url: str, replay_speed: float | None = None) -> dict[str, Any]:
     """What arena.js needs to follow a battle (its `arena-config` JSON); `replay_speed` switches it to
-    replay mode (the admin's replay page)."""
+    replay mode (the admin's replay page). `documentUrl` is the text the document panel shows and
+    citations point into."""
     config: dict[str, Any] = {
         "eventsUrl": events_url,
+        "documentUrl": reverse("battles:document_txt", args=[battle.pk]),
         "battleId": str(battle.pk),
         "rounds": battle.rounds,
         "status": battle.status,

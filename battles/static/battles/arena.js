@@ -4,8 +4,10 @@
 // id, so a dropped connection resumes where it stopped and a finished battle replays in full.
 // With `replay` in the config (the admin's replay page) the same view plays a stored log at a
 // chosen speed, with Play, Pause, Speed and Restart (see "Replay controls" below).
-// Untrusted text (document names, model output, error messages) only ever enters the page through
-// textContent or text nodes, never as HTML.
+// Below the agents, the document panel shows the document's lines (config.documentUrl): the quotes
+// in the turns link to them, and the lines both sides quote are marked as contested.
+// Untrusted text (the document, its name, model output, error messages) only ever enters the page
+// through textContent or text nodes, never as HTML.
 "use strict";
 
 (() => {
@@ -20,6 +22,17 @@
     paused: "Paused",
   };
   const WINNER_TEXT = { aggressor: "Aggressor wins", defender: "Defender wins", draw: "Draw" };
+  const SIDES = ["aggressor", "defender"];
+  const SIDE_NAME = { aggressor: "Aggressor", defender: "Defender" };
+  const PENDING_TEXT = "The Moderator is writing the verdict…";
+  // The document panel folds away below this width (the same breakpoint as in arena.css).
+  const PHONE_QUERY = "(max-width: 700px)";
+  const FLAG_TITLE =
+    "This line addresses an AI, not a reader: the agents are told to scrutinise it, never obey it";
+  // A line quoted this many times or more gets the hottest mark.
+  const HEAT_LEVELS = 4;
+  // A citation claiming more lines than this is not believed (the lines are not marked).
+  const MAX_CITED_LINES = 500;
   // First wait before reopening a stream the browser gave up on (an HTTP error closes an
   // EventSource for good); it doubles on each failure so a missing battle is not hammered.
   const RECONNECT_DELAY_MS = 2000;
@@ -45,6 +58,21 @@
     verdictSummary: $("verdict-summary"),
     verdictFallback: $("verdict-fallback"),
     verdictPending: $("verdict-pending"),
+    verdictPendingText: $("verdict-pending-text"),
+    juryVotes: $("jury-votes"),
+    verdictEyebrow: $("verdict-eyebrow"),
+    verdictEvidence: $("verdict-evidence"),
+    verdictJury: $("verdict-jury"),
+    juryAgreement: $("jury-agreement"),
+    juryList: $("jury-list"),
+    verdictModerator: $("verdict-moderator"),
+    docPanel: $("document-panel"),
+    docToggle: $("document-toggle"),
+    docFlags: $("document-flags"),
+    docFlagsText: $("document-flags-text"),
+    docFlagsLines: $("document-flags-lines"),
+    docStatus: $("document-status"),
+    docLines: $("document-lines"),
     failure: $("failure"),
     errorMessage: $("error-message"),
     retryForm: $("retry-form"),
@@ -208,7 +236,8 @@
     }
     panel.body.insertBefore(article, before);
 
-    t = { turnNo, role, round: r, panel, article, label, textEl, textNode, pending: "", completed: false };
+    // cited: the line ranges of its verified quotes, once it has completed.
+    t = { turnNo, role, round: r, panel, article, label, textEl, textNode, pending: "", completed: false, cited: null };
     turns.set(turnNo, t);
     schedule(panel);
     return t;
@@ -220,6 +249,356 @@
     chip.textContent = text;
     t.label.append(chip);
     return chip;
+  }
+
+  // ---- The document panel ---------------------------------------------------------------------
+  //
+  // The lines of config.documentUrl (split on "\n", numbered from 1: the numbers citations use), and
+  // what the battle says about them, kept in `doc` and painted onto the line elements whenever it
+  // changes, so that events applied before the text arrives lose nothing:
+  //   cited:       line -> {aggressor, defender}, its verified quotes per side (a heat mark in the
+  //                gutter; a line quoted by both sides is `contested`)
+  //   flags:       the lines that address an AI rather than a reader (battle.started), marked ⚠
+  //   highlighted: the lines of the citation last clicked
+
+  const doc = {
+    lines: [], // line elements, line n at index n - 1; empty until the text has loaded
+    cited: new Map(),
+    flags: new Set(),
+    highlighted: [],
+  };
+  const phone = window.matchMedia(PHONE_QUERY);
+
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : many}`;
+  }
+
+  function linesLabel(start, end) {
+    return start === end ? `line ${start}` : `lines ${start}–${end}`;
+  }
+
+  // [start, end] when both are line numbers of a believable range, else null.
+  function lineRange(start, end) {
+    const s = Number(start);
+    const e = Number(end);
+    if (!Number.isInteger(s) || !Number.isInteger(e) || s < 1 || e < s || e - s >= MAX_CITED_LINES) return null;
+    return [s, e];
+  }
+
+  function setDocumentExpanded(expanded) {
+    // Only a phone folds the panel (arena.css); elsewhere the class changes nothing.
+    els.docPanel.classList.toggle("folded", !expanded);
+    els.docToggle.setAttribute("aria-expanded", String(expanded));
+    els.docToggle.textContent = expanded ? "Hide the document" : "Show the document";
+  }
+
+  function documentExpanded() {
+    return els.docToggle.getAttribute("aria-expanded") === "true";
+  }
+
+  function renderDocument(text) {
+    const fragment = document.createDocumentFragment();
+    doc.lines = text.split("\n").map((line, index) => {
+      const n = index + 1;
+      const item = document.createElement("li");
+      item.className = "doc-line";
+      item.id = `doc-line-${n}`;
+      item.dataset.line = String(n);
+      const gutter = document.createElement("span");
+      gutter.className = "doc-gutter";
+      const num = document.createElement("span");
+      num.className = "doc-num";
+      num.textContent = String(n);
+      const heat = document.createElement("span");
+      heat.className = "doc-heat";
+      gutter.append(num, heat);
+      const body = document.createElement("span");
+      body.className = "doc-text";
+      body.textContent = line;
+      item.append(gutter, body);
+      fragment.append(item);
+      return item;
+    });
+    els.docLines.dataset.digits = String(String(doc.lines.length).length);
+    els.docLines.replaceChildren(fragment);
+    els.docLines.setAttribute("aria-busy", "false");
+    els.docStatus.textContent = "";
+    for (const n of markedLines()) paintLine(n);
+  }
+
+  async function loadDocument() {
+    try {
+      const response = await fetch(config.documentUrl, { headers: { Accept: "text/plain" } });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      renderDocument(await response.text());
+    } catch (err) {
+      console.warn("arena: the document could not be loaded", err);
+      els.docStatus.textContent = "The document could not be loaded; reload the page to try again.";
+      els.docLines.setAttribute("aria-busy", "false");
+    }
+  }
+
+  function markedLines() {
+    return new Set([...doc.cited.keys(), ...doc.flags, ...doc.highlighted]);
+  }
+
+  function paintLine(n) {
+    const item = doc.lines[n - 1];
+    if (!item) return;
+    const counts = doc.cited.get(n) || { aggressor: 0, defender: 0 };
+    const total = counts.aggressor + counts.defender;
+    item.classList.toggle("cited-aggressor", counts.aggressor > 0);
+    item.classList.toggle("cited-defender", counts.defender > 0);
+    item.classList.toggle("contested", counts.aggressor > 0 && counts.defender > 0);
+    const heat = item.querySelector(".doc-heat");
+    if (total > 0) {
+      item.dataset.heat = String(Math.min(total, HEAT_LEVELS));
+      const by = SIDES.filter((side) => counts[side] > 0).map((side) => `${counts[side]}× by the ${SIDE_NAME[side]}`);
+      heat.title = `Quoted ${by.join(", ")}${counts.aggressor && counts.defender ? ": contested" : ""}`;
+    } else {
+      delete item.dataset.heat;
+      heat.removeAttribute("title");
+    }
+
+    const flagged = doc.flags.has(n);
+    item.classList.toggle("flagged", flagged);
+    let mark = item.querySelector(".doc-flag");
+    if (flagged && !mark) {
+      mark = document.createElement("span");
+      mark.className = "doc-flag";
+      mark.setAttribute("role", "img");
+      mark.setAttribute("aria-label", FLAG_TITLE);
+      mark.title = FLAG_TITLE;
+      mark.textContent = "⚠";
+      item.querySelector(".doc-gutter").append(mark);
+    } else if (!flagged && mark) {
+      mark.remove();
+    }
+    if (flagged) item.title = FLAG_TITLE;
+    else item.removeAttribute("title");
+
+    item.classList.toggle("highlighted", doc.highlighted.includes(n));
+  }
+
+  // Adds (sign 1) or takes back (sign -1) a turn's verified quotes in the per-line counts.
+  function countCitations(side, ranges, sign) {
+    if (!SIDES.includes(side)) return;
+    for (const [start, end] of ranges) {
+      for (let n = start; n <= end; n++) {
+        const counts = doc.cited.get(n) || { aggressor: 0, defender: 0 };
+        counts[side] = Math.max(0, counts[side] + sign);
+        if (counts.aggressor || counts.defender) doc.cited.set(n, counts);
+        else doc.cited.delete(n);
+        paintLine(n);
+      }
+    }
+  }
+
+  function setFlags(flags) {
+    const previous = [...doc.flags];
+    doc.flags.clear();
+    for (const flag of Array.isArray(flags) ? flags : []) {
+      const n = Number(flag && flag.line);
+      if (Number.isInteger(n) && n >= 1) doc.flags.add(n);
+    }
+    for (const n of new Set([...previous, ...doc.flags])) paintLine(n);
+    const lines = [...doc.flags].sort((a, b) => a - b);
+    const count = lines.length;
+    els.docFlags.hidden = count === 0;
+    els.docFlagsText.textContent = count
+      ? `${plural(count, "line", "lines")} in this document ${count === 1 ? "looks" : "look"} like instructions to an AI; ${count === 1 ? "it is" : "they are"} treated as text.`
+      : "";
+    els.docFlagsLines.replaceChildren(
+      ...lines.map((n) => {
+        const link = document.createElement("a");
+        link.className = "flag-link";
+        link.href = `#doc-line-${n}`;
+        link.dataset.startLine = String(n);
+        link.dataset.endLine = String(n);
+        link.textContent = `Line ${n}`;
+        return link;
+      }),
+    );
+  }
+
+  // Highlights lines start..end (clearing the last highlight), unfolds the panel and scrolls it there.
+  function showLines(start, end) {
+    const before = doc.highlighted;
+    doc.highlighted = [];
+    for (let n = start; n <= end; n++) doc.highlighted.push(n);
+    for (const n of new Set([...before, ...doc.highlighted])) paintLine(n);
+    setDocumentExpanded(true);
+    const first = doc.lines[start - 1];
+    if (!first) {
+      els.docStatus.textContent = doc.lines.length
+        ? `The document has no ${linesLabel(start, end)}.`
+        : "The document is still loading.";
+      return;
+    }
+    const label = linesLabel(start, end);
+    els.docStatus.textContent = `${label[0].toUpperCase()}${label.slice(1)} highlighted in the document.`;
+    // The list scrolls (at once) so that the cited lines sit in its middle; the page then scrolls as
+    // little as it must to show the list (shorter than the window: see arena.css), so the quote just
+    // clicked stays in view when it can.
+    const list = els.docLines;
+    const last = doc.lines[Math.min(end, doc.lines.length) - 1];
+    const height = last.offsetTop + last.offsetHeight - first.offsetTop;
+    list.scrollTop = Math.max(0, first.offsetTop - Math.max(0, (list.clientHeight - height) / 2));
+    const smooth = !window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    list.scrollIntoView({ block: "nearest", behavior: smooth ? "smooth" : "auto" });
+  }
+
+  function onLineLinkClick(e) {
+    // A modified click (a new tab, say) is the browser's to handle.
+    if (e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+    const link = e.target instanceof Element && e.target.closest("a.citation-verified, a.flag-link");
+    if (!link) return;
+    const range = lineRange(link.dataset.startLine, link.dataset.endLine);
+    if (!range) return;
+    e.preventDefault();
+    showLines(range[0], range[1]);
+  }
+
+  // A completed turn's text: each cited quote found in it (in order, each searched for after the
+  // last one found) becomes a link to its lines, or is marked as not found in the document.
+  function renderTurnContent(t, content, citations) {
+    const parts = [];
+    let cursor = 0;
+    for (const citation of citations) {
+      if (!citation || typeof citation.quote !== "string" || !citation.quote) continue;
+      const at = content.indexOf(citation.quote, cursor);
+      if (at < 0) continue;
+      if (at > cursor) parts.push(document.createTextNode(content.slice(cursor, at)));
+      parts.push(citationElement(citation));
+      cursor = at + citation.quote.length;
+    }
+    t.textNode = document.createTextNode(content.slice(cursor));
+    parts.push(t.textNode);
+    t.textEl.replaceChildren(...parts);
+  }
+
+  function citationElement(citation) {
+    const range = citation.verified ? lineRange(citation.start_line, citation.end_line) : null;
+    if (citation.verified && !range) return document.createTextNode(citation.quote);
+    if (!range) {
+      const span = document.createElement("span");
+      span.className = "citation citation-unverified";
+      span.title = "Not found in the document";
+      span.textContent = citation.quote;
+      return span;
+    }
+    const [start, end] = range;
+    const link = document.createElement("a");
+    link.className = "citation citation-verified";
+    link.href = `#doc-line-${start}`;
+    link.dataset.startLine = String(start);
+    link.dataset.endLine = String(end);
+    link.dataset.label = start === end ? `L${start}` : `L${start}–${end}`;
+    link.title = `Show ${linesLabel(start, end)} in the document`;
+    link.textContent = citation.quote;
+    return link;
+  }
+
+  function verifiedRanges(citations) {
+    const ranges = [];
+    for (const citation of citations) {
+      const range = citation && citation.verified ? lineRange(citation.start_line, citation.end_line) : null;
+      if (range) ranges.push(range);
+    }
+    return ranges;
+  }
+
+  function resetDocument() {
+    const marked = markedLines();
+    doc.cited.clear();
+    doc.highlighted = [];
+    setFlags([]);
+    for (const n of marked) paintLine(n);
+    if (doc.lines.length) els.docStatus.textContent = "";
+  }
+
+  els.docToggle.addEventListener("click", () => setDocumentExpanded(!documentExpanded()));
+  document.addEventListener("click", onLineLinkClick);
+  setDocumentExpanded(!phone.matches);
+
+  // ---- Jury and evidence ----------------------------------------------------------------------
+
+  function scorePair(scores) {
+    const s = scores && typeof scores === "object" ? scores : {};
+    return `${formatScore(s.aggressor)} : ${formatScore(s.defender)}`;
+  }
+
+  function jurorItem(juror) {
+    const item = document.createElement("li");
+    const winner = String(juror.winner || "");
+    item.className = `juror${WINNER_TEXT[winner] ? ` juror-${winner}` : ""}`;
+    const model = document.createElement("span");
+    model.className = "juror-model";
+    model.textContent = typeof juror.model === "string" && juror.model ? juror.model : "A juror";
+    const vote = document.createElement("span");
+    vote.className = "juror-vote";
+    vote.textContent = WINNER_TEXT[winner] || "No vote";
+    const scores = document.createElement("span");
+    scores.className = "juror-scores";
+    scores.textContent = scorePair(juror.scores);
+    scores.title = "Aggressor : Defender";
+    const held = juror.consistent !== false;
+    item.dataset.consistent = String(held);
+    const consistency = document.createElement("span");
+    consistency.className = "juror-consistency";
+    consistency.textContent = held
+      ? "held when the sides were swapped"
+      : "changed when the sides were swapped — counted as a draw";
+    // Spaces between the parts, so that the item reads (and copies) as a sentence.
+    item.append(model, " ", vote, " ", scores, " ", consistency);
+    return item;
+  }
+
+  function showEvidence(evidence) {
+    const items = [];
+    for (const side of SIDES) {
+      const e = evidence && typeof evidence === "object" ? evidence[side] : null;
+      if (!e || typeof e !== "object") continue;
+      const verified = Math.max(0, Math.floor(Number(e.verified) || 0));
+      const unverified = Math.max(0, Math.floor(Number(e.unverified) || 0));
+      const item = document.createElement("li");
+      item.className = `evidence evidence-${side}`;
+      const name = document.createElement("span");
+      name.className = "evidence-side";
+      name.textContent = `${SIDE_NAME[side]}:`;
+      item.append(name, ` ${plural(verified, "quote", "quotes")} verified, ${unverified} not found`);
+      items.push(item);
+    }
+    els.verdictEvidence.replaceChildren(...items);
+    els.verdictEvidence.hidden = items.length === 0;
+  }
+
+  function showJury(data) {
+    const jury = Array.isArray(data.jury) ? data.jury.filter((j) => j && typeof j === "object") : [];
+    els.juryList.replaceChildren(...jury.map(jurorItem));
+    const agreement = Number(data.agreement);
+    if (jury.length && data.agreement !== null && Number.isFinite(agreement)) {
+      const share = Math.min(1, Math.max(0, agreement));
+      const agreeing = Math.round(share * jury.length);
+      els.juryAgreement.textContent =
+        `${agreeing} of ${plural(jury.length, "juror", "jurors")} agree with the verdict (${Math.round(share * 100)}%)`;
+    } else {
+      els.juryAgreement.textContent = "";
+    }
+    const moderator = data.moderator && typeof data.moderator === "object" ? data.moderator : null;
+    if (moderator) {
+      const ruling = WINNER_TEXT[String(moderator.winner || "")] || "no winner";
+      const label = document.createElement("span");
+      label.className = "verdict-moderator-label";
+      label.textContent = "The Moderator ruled:";
+      const value = document.createElement("strong");
+      value.textContent = `${ruling}, ${scorePair(moderator.scores)}`;
+      els.verdictModerator.replaceChildren(label, " ", value);
+    } else {
+      els.verdictModerator.textContent = "";
+    }
+    els.verdictModerator.hidden = !moderator;
+    els.verdictJury.hidden = jury.length === 0 && !moderator;
   }
 
   // ---- Scores ---------------------------------------------------------------------------------
@@ -279,6 +658,7 @@
       if (Number(data.rounds) > 0) rounds = Number(data.rounds);
       updateRoundCounter();
       if (data.document && data.document.truncated) els.truncated.hidden = false;
+      if (data.document && "flags" in data.document) setFlags(data.document.flags);
       for (const agent of data.agents || []) {
         const role = roleOf(agent.role);
         const el = role && document.querySelector(`[data-role-model="${role}"]`);
@@ -317,8 +697,13 @@
       // The content is authoritative: whatever the tokens said, the turn now reads exactly this.
       t.pending = "";
       dirtyTurns.delete(t);
-      t.textNode = document.createTextNode(typeof data.content === "string" ? data.content : "");
-      t.textEl.replaceChildren(t.textNode);
+      const content = typeof data.content === "string" ? data.content : "";
+      const citations = Array.isArray(data.citations) ? data.citations : [];
+      renderTurnContent(t, content, citations);
+      // The lines this turn quotes count towards the heat marks (taken back first if it was seen).
+      if (t.cited) countCitations(role, t.cited, -1);
+      t.cited = verifiedRanges(citations);
+      countCitations(role, t.cited, 1);
       t.completed = true;
       t.article.classList.remove("running");
       t.article.classList.add("completed");
@@ -342,9 +727,24 @@
       stopSpeaking(t.role);
     },
 
+    "jury.progress"(data) {
+      if (verdictShown) return;
+      const done = Math.max(0, Math.floor(Number(data.done) || 0));
+      const total = Math.max(done, Math.floor(Number(data.total) || 0));
+      els.verdictPendingText.textContent = `The jury is deliberating (${done} of ${total})`;
+      if (data.juror && typeof data.juror === "object") {
+        els.juryVotes.append(jurorItem(data.juror));
+        els.juryVotes.hidden = false;
+      }
+      els.verdictPending.hidden = false;
+    },
+
     verdict(data) {
       verdictShown = true;
       els.verdictPending.hidden = true;
+      els.verdictEyebrow.textContent = data.source === "jury" ? "The jury's verdict" : "Verdict";
+      showEvidence(data.evidence);
+      showJury(data);
       const winner = String(data.winner || "");
       els.verdictWinner.textContent = WINNER_TEXT[winner] || "No winner";
       els.verdictSummary.textContent = typeof data.summary === "string" ? data.summary : "";
@@ -604,6 +1004,13 @@
     showScores(null, null, "No scores yet");
     els.verdict.hidden = true;
     els.verdictPending.hidden = true;
+    els.verdictPendingText.textContent = PENDING_TEXT;
+    els.juryVotes.replaceChildren();
+    els.juryVotes.hidden = true;
+    els.verdictEyebrow.textContent = "Verdict";
+    showEvidence(null);
+    showJury({});
+    resetDocument();
     for (const w of Object.keys(WINNER_TEXT)) els.verdict.classList.remove(`verdict-${w}`);
     els.verdictWinner.textContent = "";
     els.verdictSummary.textContent = "";
@@ -636,5 +1043,6 @@
   updateRoundCounter();
   setState("connecting");
   if (replay) setReplayState("playing");
+  loadDocument();
   connect();
 })();
