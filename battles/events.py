@@ -10,11 +10,11 @@
                                                  starts again: drop its partial text
     jury.progress    {done, total, juror}        the jury deliberates: sent with done 0 and juror
                                                  null as it starts, then as each juror votes
-                                                 (juror: {model, winner, scores, consistent})
+                                                 (juror: {model, winner, scores, consistent, answered})
     verdict          {winner, scores: {aggressor, defender}, summary, fallback, source,
                       usage: {prompt_tokens, completion_tokens},
                       evidence: {aggressor: {verified, unverified}, defender: {…}},
-                      with a jury: jury: [{model, winner, scores, consistent}], agreement,
+                      with a jury: jury: [{model, winner, scores, consistent, answered}], agreement,
                       moderator: {winner, scores}}
     battle.completed {usage: {prompt_tokens, completion_tokens}, cost_usd, duration_ms}
     battle.failed    {error, retryable}

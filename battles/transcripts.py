@@ -44,9 +44,12 @@ def _evidence_and_jury(verdict: dict[str, Any]) -> list[str]:
     if verdict.get("jury"):
         lines += ["", f"The jury (agreement {verdict['agreement']:.0%}):", ""]
         for juror in verdict["jury"]:
-            held = (
-                "held when the sides were swapped" if juror["consistent"] else "changed when swapped: a draw"
-            )
+            if juror.get("answered") is False:
+                held = "gave no verdict: a draw"
+            elif juror["consistent"]:
+                held = "held when the sides were swapped"
+            else:
+                held = "changed when swapped: a draw"
             lines.append(
                 f"- {_inline(juror['model'])}: {juror['winner']} ({_scores(juror['scores'])}; {held})"
             )

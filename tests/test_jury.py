@@ -39,14 +39,20 @@ def test_a_juror_whose_verdict_holds_in_both_orders_votes_for_it() -> None:
 @pytest.mark.one_pass
 def test_a_juror_whose_verdict_changes_with_the_order_is_a_draw() -> None:
     vote = juror_vote("m", [A_WINS, D_WINS])
-    assert (vote.winner, vote.consistent, vote.scores) == ("draw", False, Scores(4.5, 5.5))
+    assert (vote.winner, vote.consistent, vote.scores, vote.answered) == (
+        "draw",
+        False,
+        Scores(4.5, 5.5),
+        True,
+    )
 
 
 @pytest.mark.one_pass
 def test_a_juror_that_gave_no_verdict_in_one_order_is_a_draw() -> None:
     vote = juror_vote("m", [D_WINS, None])
     assert (vote.winner, vote.consistent) == ("draw", False)
-    assert juror_vote("m", [None, None]) == JurorVote("m", "draw", None, False)
+    assert vote.answered is False
+    assert juror_vote("m", [None, None]) == JurorVote("m", "draw", None, False, answered=False)
 
 
 @pytest.mark.one_pass
@@ -63,6 +69,23 @@ def test_a_juror_that_gave_no_verdict_in_one_order_is_a_draw() -> None:
 def test_the_majority_decides_and_a_tie_is_a_draw(winners: list[str], winner: str, agreement: float) -> None:
     verdict = tally_votes([JurorVote(f"m{i}", w, Scores(5, 5), True) for i, w in enumerate(winners)])
     assert (verdict.winner, verdict.agreement) == (winner, agreement)
+
+
+@pytest.mark.one_pass
+def test_the_jurys_scores_are_those_of_the_jurors_who_voted_for_the_winner() -> None:
+    votes = [
+        JurorVote("a", "aggressor", Scores(7, 3), True),
+        JurorVote("b", "aggressor", Scores(8, 2), True),
+        JurorVote("c", "defender", Scores(2, 9), True),
+    ]
+    assert tally_votes(votes).scores == Scores(7.5, 2.5)
+    # A tie between the sides: a draw nobody voted for, scored by everyone.
+    assert tally_votes(votes[1:]).scores == Scores(5.0, 5.5)
+    # A draw voted for: its voters' scores, never a side ahead.
+    draw = tally_votes(
+        [JurorVote("a", "draw", Scores(6, 6), True), votes[0], JurorVote("d", "draw", None, False)]
+    )
+    assert (draw.winner, draw.scores) == ("draw", Scores(6, 6))
 
 
 @pytest.mark.one_pass
@@ -257,6 +280,7 @@ async def test_a_juror_that_always_picks_the_side_shown_first_is_inconsistent_an
             "winner": "draw",
             "scores": {"aggressor": 5.5, "defender": 5.5},
             "consistent": False,
+            "answered": True,
         }
     ]
     assert (verdict["winner"], verdict["agreement"], verdict["source"]) == ("draw", 1.0, "jury")
@@ -295,6 +319,7 @@ async def test_two_jurors_that_agree_decide_the_battle_against_the_moderator(
             "winner": "defender",
             "scores": {"aggressor": 4.0, "defender": 9.0},
             "consistent": True,
+            "answered": True,
         }
         for model in ("openai/juror-one", "openai/juror-two")
     ]
@@ -322,6 +347,7 @@ async def test_a_juror_whose_provider_fails_votes_draw_and_the_battle_still_fini
         "winner": "draw",
         "scores": {"aggressor": None, "defender": None},
         "consistent": False,
+        "answered": False,
     }
 
 

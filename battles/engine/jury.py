@@ -7,7 +7,8 @@ through the same structured request as the Moderator's verdict, with its fallbac
 when the sides are swapped judged the order, not the debate, and its vote counts as a draw.
 
 The jury's winner is the choice most jurors voted for (aggressor, defender or draw); a tie between
-choices is a draw. `agreement` is the share of jurors whose vote is that winner. A juror that cannot
+choices is a draw. `agreement` is the share of jurors whose vote is that winner, and the jury's scores
+are the mean of theirs (of every juror's after a tie). A juror that cannot
 answer (its provider fails, the budget is spent, its answer is unreadable) votes draw, inconsistent:
 jurors never fail a battle.
 
@@ -50,18 +51,26 @@ _WINNER_WORDS = re.compile(r"\bwinner\W+(side[\s_]*a|side[\s_]*b|draw|tie)\b", r
 @dataclass(frozen=True)
 class JurorVote:
     """One juror's vote: `winner` is a draw unless its two verdicts agreed (`consistent`); `scores`
-    are the mean of its two verdicts' (None when it gave none)."""
+    are the mean of its two verdicts' (None when it gave none); `answered` is false when it gave no
+    verdict in one order or both (its provider failed, the budget was spent, its answer unreadable)."""
 
     model: str
     winner: str
     scores: Scores | None
     consistent: bool
+    answered: bool = True
 
     def as_dict(self) -> dict[str, object]:
         scores: Mapping[str, float | None] = (
             {"aggressor": None, "defender": None} if not self.scores else self.scores.as_dict()
         )
-        return {"model": self.model, "winner": self.winner, "scores": scores, "consistent": self.consistent}
+        return {
+            "model": self.model,
+            "winner": self.winner,
+            "scores": scores,
+            "consistent": self.consistent,
+            "answered": self.answered,
+        }
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,7 @@ class JuryVerdict:
     votes: list[JurorVote]
     winner: str
     agreement: float
-    scores: Scores | None  # the mean of the jurors' scores, where they gave any
+    scores: Scores | None  # the mean of the scores of the jurors who voted for the winner
 
     def details(self, moderator: Verdict) -> dict[str, object]:
         """The jury's part of the verdict event: the votes, the agreement and the Moderator's ruling."""
@@ -108,10 +117,10 @@ def juror_vote(model: str, verdicts: Sequence[Verdict | None]) -> JurorVote:
     """A juror's vote from its verdicts in both orders (already mapped back to roles)."""
     given = [v for v in verdicts if v is not None]
     scores = _mean([v.scores for v in given])
-    consistent = len(given) == len(verdicts) and len({v.winner for v in given}) == 1
-    return JurorVote(
-        model=model, winner=given[0].winner if consistent else "draw", scores=scores, consistent=consistent
-    )
+    answered = len(given) == len(verdicts)
+    consistent = answered and len({v.winner for v in given}) == 1
+    winner = given[0].winner if consistent else "draw"
+    return JurorVote(model=model, winner=winner, scores=scores, consistent=consistent, answered=answered)
 
 
 def tally_votes(votes: Sequence[JurorVote]) -> JuryVerdict:
@@ -120,9 +129,10 @@ def tally_votes(votes: Sequence[JurorVote]) -> JuryVerdict:
     tied = len(counts) > 1 and counts[0][1] == counts[1][1]
     winner = "draw" if not counts or tied else counts[0][0]
     agreement = round(sum(1 for v in votes if v.winner == winner) / len(votes), 3) if votes else 0.0
-    return JuryVerdict(
-        votes=list(votes), winner=winner, agreement=agreement, scores=_mean([v.scores for v in votes])
-    )
+    # The scores of the jurors who voted for the winner, so that the scores never contradict it; after
+    # a tie between the sides nobody did, and all of them count.
+    scores = _mean([v.scores for v in votes if v.winner == winner]) or _mean([v.scores for v in votes])
+    return JuryVerdict(votes=list(votes), winner=winner, agreement=agreement, scores=scores)
 
 
 def _mean(scores: Sequence[Scores | None]) -> Scores | None:

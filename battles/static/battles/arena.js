@@ -546,9 +546,9 @@
     item.dataset.consistent = String(held);
     const consistency = document.createElement("span");
     consistency.className = "juror-consistency";
-    consistency.textContent = held
-      ? "held when the sides were swapped"
-      : "changed when the sides were swapped — counted as a draw";
+    if (juror.answered === false) consistency.textContent = "gave no verdict — counted as a draw";
+    else if (held) consistency.textContent = "held when the sides were swapped";
+    else consistency.textContent = "changed when the sides were swapped — counted as a draw";
     // Spaces between the parts, so that the item reads (and copies) as a sentence.
     item.append(model, " ", vote, " ", scores, " ", consistency);
     return item;
