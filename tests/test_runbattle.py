@@ -262,6 +262,7 @@ def test_jury_picks_the_jurors(essay: Path, settings: Settings) -> None:
     assert "jury" not in verdict
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_failing_provider_is_reported_in_human_mode(fake_provider: OpenAIServer, essay: Path) -> None:
     fake_provider.queue(Script(status=401))
     result = runbattle_here(essay, "--model", "openai/fake")
