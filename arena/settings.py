@@ -189,6 +189,17 @@ ARENA_ROUNDS: int = env.int("ARENA_ROUNDS", default=3)
 if not MIN_ROUNDS <= ARENA_ROUNDS <= MAX_ROUNDS:
     raise ImproperlyConfigured(f"ARENA_ROUNDS must be between {MIN_ROUNDS} and {MAX_ROUNDS}.")
 
+# Privacy. A new battle is reachable only by its link (`unlisted`) unless its uploader lists it
+# publicly; `public` makes listing the default the form offers.
+ARENA_DEFAULT_VISIBILITY: str = env.str("ARENA_DEFAULT_VISIBILITY", default="unlisted")
+if ARENA_DEFAULT_VISIBILITY not in ("unlisted", "public"):
+    raise ImproperlyConfigured("ARENA_DEFAULT_VISIBILITY must be 'unlisted' or 'public'.")
+# Finished and failed battles older than this many days are deleted once a day (their document and
+# file too, once no battle uses them); 0 keeps everything. `manage.py purgebattles` does it by hand.
+ARENA_RETENTION_DAYS: int = env.int("ARENA_RETENTION_DAYS", default=0)
+if ARENA_RETENTION_DAYS < 0:
+    raise ImproperlyConfigured("ARENA_RETENTION_DAYS must be 0 (keep forever) or more.")
+
 ARENA_MAX_UPLOAD_BYTES: int = env.int("ARENA_MAX_UPLOAD_BYTES", default=2 * 1024 * 1024)
 ARENA_MAX_TOKENS_PER_TURN: int = env.int("ARENA_MAX_TOKENS_PER_TURN", default=400)
 # Context window assumed for a model litellm has no information about.

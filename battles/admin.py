@@ -1,7 +1,8 @@
 """The operators' admin: battles with their turns, documents, the event log, and replay.
 
 Everything here is read-only: battles come from uploads, and the log is append-only. The actions
-call services; the replay reads only the stored log.
+call services; the replay reads only the stored log. Deleting a battle or a document goes through
+`battles.live.removal` and `battles.deletion`, like the owner's delete and the retention purge.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
-from battles import selectors, services
+from battles import deletion, selectors, services
 from battles.exceptions import BattleStateError
 from battles.live import replay, sse
 from battles.live.http import arena_config, sse_response
+from battles.live.removal import battle_remove_sync
 from battles.live.streams import replay_stream
 from battles.models import ROLE_ORDER, Battle, Document, Event, Turn
 from battles.transcripts import render_markdown
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
 
 STUCK_REASON = "Marked failed by an operator: the battle was stuck."
+DELETED_REASON = "Deleted by an operator."
 
 
 class ReadOnlyMixin:
@@ -193,6 +196,13 @@ class BattleAdmin(ReadOnlyMixin, admin.ModelAdmin[Battle]):
     fields = readonly_fields
     change_form_template = "admin/battles/battle/change_form.html"
 
+    def delete_model(self, request: HttpRequest, obj: Battle) -> None:
+        battle_remove_sync(obj.pk, reason=DELETED_REASON)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Battle]) -> None:
+        for battle_id in list(queryset.values_list("pk", flat=True)):
+            battle_remove_sync(battle_id, reason=DELETED_REASON)
+
     @admin.display(description="id", ordering="id")
     def short_id(self, battle: Battle) -> str:
         return battle.short_id
@@ -332,6 +342,23 @@ class DocumentAdmin(ReadOnlyMixin, admin.ModelAdmin[Document]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Document]:
         return super().get_queryset(request).annotate(battle_count=Count("battles"))
 
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[Any], dict[Any, Any], set[Any], list[Any]]:
+        """A document's battles go with it (`delete_model`): listed for confirmation, not protecting it."""
+        to_delete, model_count, perms_needed, _protected = super().get_deleted_objects(objs, request)
+        battles = list(Battle.objects.filter(document__in=list(objs)).select_related("document"))
+        listed: list[Any] = [*to_delete, *(f"Battle: {battle}" for battle in battles)]
+        counts: dict[Any, Any] = {**model_count, str(Battle._meta.verbose_name_plural): len(battles)}
+        return listed, counts if battles else model_count, perms_needed, []
+
+    def delete_model(self, request: HttpRequest, obj: Document) -> None:
+        _delete_document(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
+        for document in list(queryset):
+            _delete_document(document)
+
     @admin.display(description="size", ordering="size")
     def human_size(self, document: Document) -> str:
         return filesizeformat(document.size)
@@ -343,6 +370,14 @@ class DocumentAdmin(ReadOnlyMixin, admin.ModelAdmin[Document]):
     @admin.display(description="battles", ordering="battle_count")
     def battle_count(self, document: WithAnnotations[Document, BattleCount]) -> int:
         return document.battle_count
+
+
+def _delete_document(document: Document) -> None:
+    """Its battles (ended first where live; the last one takes the document with it), then the
+    document itself if no battle did."""
+    for battle_id in list(document.battles.values_list("pk", flat=True)):
+        battle_remove_sync(battle_id, reason=DELETED_REASON)
+    deletion.document_delete(document_id=document.pk)
 
 
 @admin.register(Event)

@@ -8,16 +8,22 @@ from django import forms
 from django.conf import settings
 
 from battles.constants import MAX_JURORS, MAX_ROUNDS, MIN_ROUNDS
-from battles.models import ROLE_ORDER
+from battles.models import ROLE_ORDER, Battle
 
 
 class BattleForm(forms.Form):
     file = forms.FileField(label="Document", allow_empty_file=True)
     rounds = forms.IntegerField(label="Rounds", min_value=MIN_ROUNDS, max_value=MAX_ROUNDS)
+    public = forms.BooleanField(
+        label="List this battle publicly",
+        required=False,
+        help_text="Unticked, the battle is unlisted: only people you give its link can see it.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["rounds"].initial = settings.ARENA_ROUNDS
+        self.fields["public"].initial = settings.ARENA_DEFAULT_VISIBILITY == Battle.Visibility.PUBLIC
         for role in ROLE_ORDER:
             default = settings.ARENA_ROLE_MODELS[role]
             self.fields[f"{role}_model"] = forms.ChoiceField(
@@ -49,6 +55,18 @@ class BattleForm(forms.Form):
     def models(self) -> dict[str, str]:
         return {role: self.cleaned_data.get(f"{role}_model") or "" for role in ROLE_ORDER}
 
+    def visibility(self) -> str:
+        return Battle.Visibility.PUBLIC if self.cleaned_data.get("public") else Battle.Visibility.UNLISTED
+
     def jury(self) -> list[str] | None:
         """The jurors picked on the form, or None (ARENA_JURY) when the form offers no jury."""
         return self.cleaned_data.get("jury") if "jury" in self.fields else None
+
+
+class VisibilityForm(forms.Form):
+    """The owner's switch: `public` ticked (1, true, on) lists the battle; unticked unlists it."""
+
+    public = forms.BooleanField(required=False)
+
+    def visibility(self) -> str:
+        return Battle.Visibility.PUBLIC if self.cleaned_data.get("public") else Battle.Visibility.UNLISTED

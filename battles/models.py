@@ -77,6 +77,11 @@ class Battle(models.Model):
         RULES = "rules", "Derived from the round scores"
         JURY = "jury", "The jury's majority"
 
+    class Visibility(models.TextChoices):
+        # Reachable only by its link: never listed, never indexed (see battles.visitors).
+        UNLISTED = "unlisted", "Unlisted"
+        PUBLIC = "public", "Public"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     document = models.ForeignKey(Document, on_delete=models.PROTECT, related_name="battles")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
@@ -113,6 +118,14 @@ class Battle(models.Model):
         max_digits=12, decimal_places=6, null=True, blank=True, help_text="Empty when unknown."
     )
     error = models.TextField(blank=True)
+    visibility = models.CharField(
+        max_length=10, choices=Visibility.choices, default=Visibility.UNLISTED, db_index=True
+    )
+    owner_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 of the owner's token (its browser's arena_owner cookie); empty: no owner.",
+    )
     client_ip = models.GenericIPAddressField(
         null=True, blank=True, help_text="Who created it, for the per-client limit; empty from the terminal."
     )
@@ -145,6 +158,10 @@ class Battle(models.Model):
     @property
     def short_id(self) -> str:
         return str(self.id)[:8]
+
+    @property
+    def is_public(self) -> bool:
+        return self.visibility == self.Visibility.PUBLIC
 
     @property
     def is_over(self) -> bool:

@@ -13,8 +13,42 @@ from battles.events import RecordedEvent
 from battles.models import Battle, Event, Turn
 
 
-def battle_list_recent(*, limit: int = 20) -> QuerySet[Battle]:
-    return Battle.objects.select_related("document").order_by("-created_at")[:limit]
+def battle_list_public(*, limit: int = 20) -> QuerySet[Battle]:
+    """The newest public battles: the only ones a visitor may browse to (an unlisted battle is
+    reachable by its link alone)."""
+    return (
+        Battle.objects.filter(visibility=Battle.Visibility.PUBLIC)
+        .select_related("document")
+        .order_by("-created_at")[:limit]
+    )
+
+
+# Link previews cut the description around here; a longer one is shortened with an ellipsis.
+SHARE_DESCRIPTION_CHARS = 200
+
+
+def battle_share_card(*, battle: Battle, url: str) -> dict[str, str]:
+    """What a public battle's link preview shows (Open Graph, Twitter card): the document's name, the
+    result and the verdict's summary. Never call it for an unlisted battle."""
+    if battle.status == Battle.Status.FINISHED:
+        if battle.winner == Battle.Winner.DRAW:
+            result = "A draw"
+        else:
+            result = f"The {Battle.Winner(battle.winner).label} wins" if battle.winner else "Finished"
+        if battle.aggressor_score is not None and battle.defender_score is not None:
+            result += f", {battle.aggressor_score:g} to {battle.defender_score:g}"
+        description = f"{result}. {battle.summary}".strip()
+    elif battle.status == Battle.Status.FAILED:
+        description = "The battle stopped before its verdict."
+    else:
+        description = "Live: an Aggressor attacks it, a Defender defends it, a Moderator judges."
+    if len(description) > SHARE_DESCRIPTION_CHARS:
+        description = description[: SHARE_DESCRIPTION_CHARS - 1].rstrip() + "…"
+    return {
+        "title": f"{battle.document.original_name} · Boss Battle Arena",
+        "description": description,
+        "url": url,
+    }
 
 
 async def events_after(*, battle_id: UUID, after: int, limit: int = 1000) -> list[RecordedEvent]:

@@ -64,10 +64,14 @@ def battle_create(
     rounds: int | None = None,
     models: dict[str, str] | None = None,
     jury: Sequence[str] | None = None,
+    visibility: str | None = None,
+    owner_hash: str = "",
     client_ip: str | None = None,
 ) -> Battle:
     """A pending battle. Models default to the configured ones, per role; the jury to ARENA_JURY
-    (an empty list: no jury, the Moderator's verdict alone)."""
+    (an empty list: no jury, the Moderator's verdict alone); the visibility to
+    ARENA_DEFAULT_VISIBILITY. `owner_hash` proves its owner (see battles.visitors); empty: nobody
+    owns it (a battle from the terminal)."""
     rounds = settings.ARENA_ROUNDS if rounds is None else rounds
     if not MIN_ROUNDS <= rounds <= MAX_ROUNDS:
         raise BattleError(f"Rounds must be between {MIN_ROUNDS} and {MAX_ROUNDS}.")
@@ -75,10 +79,15 @@ def battle_create(
     jurors = list(settings.ARENA_JURY if jury is None else jury)
     if len(jurors) > MAX_JURORS:
         raise BattleError(f"A jury has at most {MAX_JURORS} jurors.")
+    visibility = settings.ARENA_DEFAULT_VISIBILITY if visibility is None else visibility
+    if visibility not in Battle.Visibility.values:
+        raise BattleError(f"Unknown visibility {visibility!r}.")
     return Battle.objects.create(
         document=document,
         rounds=rounds,
         jury=jurors,
+        visibility=visibility,
+        owner_hash=owner_hash,
         client_ip=client_ip,
         **{f"{role}_model": chosen[role] for role in ROLE_ORDER},
     )
@@ -91,6 +100,8 @@ def battle_create_from_upload(
     rounds: int | None = None,
     models: dict[str, str] | None = None,
     jury: Sequence[str] | None = None,
+    visibility: str | None = None,
+    owner_hash: str = "",
     client_ip: str | None = None,
 ) -> Battle:
     """Store an upload and a pending battle on it, both or neither. Raises DocumentRejected."""
@@ -98,7 +109,13 @@ def battle_create_from_upload(
     try:
         with transaction.atomic():
             return battle_create(
-                document=document, rounds=rounds, models=models, jury=jury, client_ip=client_ip
+                document=document,
+                rounds=rounds,
+                models=models,
+                jury=jury,
+                visibility=visibility,
+                owner_hash=owner_hash,
+                client_ip=client_ip,
             )
     except BaseException:
         document.file.delete(save=False)
@@ -106,15 +123,26 @@ def battle_create_from_upload(
         raise
 
 
-def battle_retry(*, battle: Battle, client_ip: str | None = None) -> Battle:
-    """A new pending battle on the same document, with the same rounds, models and jury."""
+def battle_retry(*, battle: Battle, owner_hash: str = "", client_ip: str | None = None) -> Battle:
+    """A new pending battle on the same document, with the same rounds, models, jury and visibility,
+    owned by whoever asked for it (`owner_hash`)."""
     return battle_create(
         document=battle.document,
         rounds=battle.rounds,
         models={role: battle.model_for(role) for role in ROLE_ORDER},
         jury=battle.jury,
+        visibility=battle.visibility,
+        owner_hash=owner_hash,
         client_ip=client_ip,
     )
+
+
+def battle_visibility_set(*, battle_id: UUID, visibility: str) -> None:
+    """List a battle publicly or unlist it. Raises Battle.DoesNotExist for an unknown battle."""
+    if visibility not in Battle.Visibility.values:
+        raise BattleError(f"Unknown visibility {visibility!r}.")
+    if not Battle.objects.filter(pk=battle_id).update(visibility=visibility):
+        raise Battle.DoesNotExist(f"No battle {battle_id}.")
 
 
 def battle_start(*, battle_id: UUID, max_running: int | None = None, owner: str = PROCESS_OWNER) -> Battle:
@@ -349,16 +377,29 @@ def battle_mark_failed(*, battle_id: UUID, reason: str) -> None:
         _fail_with_event(battle, reason)
 
 
-def _fail_with_event(battle: Battle, reason: str) -> None:
-    """Close the log with `battle.failed` and fail the battle, from outside its run.
+def battle_end(*, battle_id: UUID, reason: str, retryable: bool) -> RecordedEvent | None:
+    """End a pending or running battle from outside its run (its owner deletes it): `battle.failed`
+    closes its log, and a runner, here or elsewhere, can write nothing more (its lease goes with the
+    running status). Returns that event, or None when the battle was already over (or is unknown).
+    """
+    with transaction.atomic():
+        battle = Battle.objects.select_for_update().filter(pk=battle_id).first()
+        if battle is None or battle.is_over:
+            return None
+        if battle.status == Battle.Status.PENDING:
+            # Not started: claimed here, so that nobody starts it while it ends.
+            Battle.objects.filter(pk=battle_id).update(status=Battle.Status.RUNNING)
+        return _fail_with_event(battle, reason, retryable=retryable)
+
+
+def _fail_with_event(battle: Battle, reason: str, *, retryable: bool = True) -> RecordedEvent:
+    """Close the log with `battle.failed` and fail the battle, from outside its run; returns the event.
 
     Precondition: inside a transaction that holds the battle's row.
     """
     [(seq, offset)] = _next_positions(battle, 1)
-    events_append(
-        battle_id=battle.pk,
-        events=[RecordedEvent(seq, BATTLE_FAILED, {"error": reason, "retryable": True}, offset)],
-    )
+    failed = RecordedEvent(seq, BATTLE_FAILED, {"error": reason, "retryable": retryable}, offset)
+    events_append(battle_id=battle.pk, events=[failed])
     turn_interrupt(battle_id=battle.pk)
     spent = Turn.objects.filter(battle=battle).aggregate(
         prompt=Sum("prompt_tokens", default=0), completion=Sum("completion_tokens", default=0)
@@ -369,6 +410,7 @@ def _fail_with_event(battle: Battle, reason: str) -> None:
         prompt_tokens=spent["prompt"],
         completion_tokens=spent["completion"],
     )
+    return failed
 
 
 def append_with(

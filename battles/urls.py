@@ -17,4 +17,6 @@ urlpatterns = [
     path("battles/<uuid:battle_id>/transcript.md", views.transcript_md, name="transcript_md"),
     path("battles/<uuid:battle_id>/transcript.json", views.transcript_json, name="transcript_json"),
     path("battles/<uuid:battle_id>/retry", views.retry, name="retry"),
+    path("battles/<uuid:battle_id>/visibility", views.visibility, name="visibility"),
+    path("battles/<uuid:battle_id>/delete", views.delete, name="delete"),
 ]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.http import (
     Http404,
     HttpRequest,
@@ -18,16 +20,20 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from battles import limits, selectors, services
+from battles import limits, selectors, services, visitors
 from battles.constants import MULTIPART_OVERHEAD_BYTES
 from battles.exceptions import DocumentRejected, LimitExceeded
-from battles.forms import BattleForm
+from battles.forms import BattleForm, VisibilityForm
 from battles.live import sse
 from battles.live.http import arena_config, sse_response
+from battles.live.removal import battle_remove
 from battles.live.slots import stream_slots
 from battles.live.streams import spectate
 from battles.models import Battle
 from battles.transcripts import render_markdown
+
+# What an unlisted battle's responses tell search engines (its pages carry the same as a meta tag).
+NOINDEX = "noindex, nofollow"
 
 
 def _too_many(response: HttpResponse, exc: LimitExceeded) -> HttpResponse:
@@ -38,6 +44,28 @@ def _too_many(response: HttpResponse, exc: LimitExceeded) -> HttpResponse:
 def see_other(url: str) -> HttpResponse:
     """303: after a POST, the browser GETs the new page."""
     return HttpResponse(status=303, headers={"Location": url})
+
+
+def _unlisted_unindexed(response: HttpResponse, visibility: str) -> HttpResponse:
+    """An unlisted battle is reachable by its link only: no search engine may index what it serves."""
+    if visibility != Battle.Visibility.PUBLIC:
+        response["X-Robots-Tag"] = NOINDEX
+    return response
+
+
+def _owned_battle(request: HttpRequest, battle_id: UUID) -> Battle:
+    """The battle if this browser owns it. Raises Http404 (unknown) or PermissionDenied (not its owner)."""
+    battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
+    if not visitors.owns(request, battle.owner_hash):
+        raise PermissionDenied("Only the browser that created this battle may change it.")
+    return battle
+
+
+def _to_new_battle(request: HttpRequest, battle: Battle, owner: str) -> HttpResponse:
+    """To the arena of a battle this browser just created, which the owner cookie proves it owns."""
+    response = see_other(reverse("battles:arena", args=[battle.pk]))
+    visitors.remember_token(response, visitors.OWNER_COOKIE, owner)
+    return response
 
 
 @require_GET
@@ -51,7 +79,7 @@ def _home(
     context = {
         "form": form,
         "error": error,
-        "battles": selectors.battle_list_recent(),
+        "battles": selectors.battle_list_public(),
         "max_upload_bytes": settings.ARENA_MAX_UPLOAD_BYTES,
     }
     return render(request, "battles/home.html", context, status=status)
@@ -79,6 +107,7 @@ def create(request: HttpRequest) -> HttpResponse:
     upload = form.cleaned_data["file"]
     if upload.size > limit:
         return _home(request, form, error=too_large, status=413)
+    owner = visitors.owner_token(request)
     try:
         battle = services.battle_create_from_upload(
             data=upload.read(),
@@ -86,25 +115,33 @@ def create(request: HttpRequest) -> HttpResponse:
             rounds=form.cleaned_data["rounds"],
             models=form.models(),
             jury=form.jury(),
+            visibility=form.visibility(),
+            owner_hash=visitors.token_hash(owner),
             client_ip=ip,
         )
     except DocumentRejected as exc:
         return _home(request, form, error=exc.reason, status=exc.status)
-    return see_other(reverse("battles:arena", args=[battle.pk]))
+    return _to_new_battle(request, battle, owner)
 
 
 @require_GET
 def arena(request: HttpRequest, battle_id: UUID) -> HttpResponse:
     battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
+    share_url = request.build_absolute_uri(reverse("battles:arena", args=[battle.pk]))
     context = {
         "battle": battle,
-        "share_url": request.build_absolute_uri(reverse("battles:arena", args=[battle.pk])),
+        "share_url": share_url,
         "transcript_md_url": reverse("battles:transcript_md", args=[battle.pk]),
         "transcript_json_url": reverse("battles:transcript_json", args=[battle.pk]),
         "retry_url": reverse("battles:retry", args=[battle.pk]),
         "config": arena_config(battle, events_url=reverse("battles:events", args=[battle.pk])),
+        "is_owner": visitors.owns(request, battle.owner_hash),
+        "visibility_url": reverse("battles:visibility", args=[battle.pk]),
+        "delete_url": reverse("battles:delete", args=[battle.pk]),
+        # Only a public battle says what it is about to link previews; an unlisted one tells nothing.
+        "share_card": selectors.battle_share_card(battle=battle, url=share_url) if battle.is_public else None,
     }
-    return render(request, "battles/arena.html", context)
+    return _unlisted_unindexed(render(request, "battles/arena.html", context), battle.visibility)
 
 
 @require_GET
@@ -114,7 +151,8 @@ async def events(request: HttpRequest, battle_id: UUID) -> HttpResponse | Stream
         after = sse.last_event_id(request.headers.get("Last-Event-ID"), request.GET.get("last_event_id"))
     except ValueError as exc:
         return HttpResponseBadRequest(str(exc))
-    if not await Battle.objects.filter(pk=battle_id).aexists():
+    visibility = await Battle.objects.filter(pk=battle_id).values_list("visibility", flat=True).afirst()
+    if visibility is None:
         raise Http404("No such battle.")
     try:
         slot = stream_slots.acquire(limits.client_ip(request))
@@ -122,15 +160,19 @@ async def events(request: HttpRequest, battle_id: UUID) -> HttpResponse | Stream
         return _too_many(HttpResponse(exc.message, status=429, content_type="text/plain"), exc)
     stream = spectate(battle_id, after=after, slot=slot)
     slot.bind(stream)
-    return sse_response(stream)
+    response = sse_response(stream)
+    if visibility != Battle.Visibility.PUBLIC:
+        response["X-Robots-Tag"] = NOINDEX
+    return response
 
 
 @require_GET
 def transcript_json(request: HttpRequest, battle_id: UUID) -> HttpResponse:
     battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
-    return JsonResponse(
+    response = JsonResponse(
         selectors.battle_transcript(battle=battle), json_dumps_params={"ensure_ascii": False, "indent": 2}
     )
+    return _unlisted_unindexed(response, battle.visibility)
 
 
 @require_GET
@@ -138,14 +180,16 @@ def document_txt(request: HttpRequest, battle_id: UUID) -> HttpResponse:
     """The document's text exactly as the agents got it: the lines (`text.split("\\n")`, from 1)
     that citations refer to. Plain text, so the document's own markup is never rendered."""
     battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
-    return HttpResponse(battle.document.text, content_type="text/plain; charset=utf-8")
+    response = HttpResponse(battle.document.text, content_type="text/plain; charset=utf-8")
+    return _unlisted_unindexed(response, battle.visibility)
 
 
 @require_GET
 def transcript_md(request: HttpRequest, battle_id: UUID) -> HttpResponse:
     battle = get_object_or_404(Battle.objects.select_related("document"), pk=battle_id)
     markdown = render_markdown(selectors.battle_transcript(battle=battle))
-    return HttpResponse(markdown, content_type="text/markdown; charset=utf-8")
+    response = HttpResponse(markdown, content_type="text/markdown; charset=utf-8")
+    return _unlisted_unindexed(response, battle.visibility)
 
 
 @require_POST
@@ -157,5 +201,25 @@ def retry(request: HttpRequest, battle_id: UUID) -> HttpResponse:
         limits.check_can_create_battle(ip=ip)
     except LimitExceeded as exc:
         return _too_many(_home(request, BattleForm(), error=exc.message, status=429), exc)
-    new = services.battle_retry(battle=battle, client_ip=ip)
-    return see_other(reverse("battles:arena", args=[new.pk]))
+    owner = visitors.owner_token(request)
+    new = services.battle_retry(battle=battle, owner_hash=visitors.token_hash(owner), client_ip=ip)
+    return _to_new_battle(request, new, owner)
+
+
+@require_POST
+def visibility(request: HttpRequest, battle_id: UUID) -> HttpResponse:
+    """The owner lists the battle publicly (`public` ticked) or unlists it; back to the arena."""
+    battle = _owned_battle(request, battle_id)
+    form = VisibilityForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Send public=1 to list the battle, public=0 to unlist it.")
+    services.battle_visibility_set(battle_id=battle.pk, visibility=form.visibility())
+    return see_other(reverse("battles:arena", args=[battle.pk]))
+
+
+@require_POST
+async def delete(request: HttpRequest, battle_id: UUID) -> HttpResponse:
+    """The owner deletes the battle: a live one ends for its spectators first; then home."""
+    battle = await sync_to_async(_owned_battle)(request, battle_id)
+    await battle_remove(battle.pk)
+    return see_other(reverse("battles:home"))

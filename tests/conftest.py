@@ -40,9 +40,23 @@ def essay_document(db: None) -> Document:
 
 @pytest.fixture
 def make_battle(db: None):
-    def make(*, text: str = ESSAY, name: str = "essay.md", rounds: int = 1, **models: str) -> Battle:
+    def make(
+        *,
+        text: str = ESSAY,
+        name: str = "essay.md",
+        rounds: int = 1,
+        visibility: str | None = None,
+        owner_hash: str = "",
+        **models: str,
+    ) -> Battle:
         document = services.document_create(data=text.encode(), name=name)
-        return services.battle_create(document=document, rounds=rounds, models=models or None)
+        return services.battle_create(
+            document=document,
+            rounds=rounds,
+            models=models or None,
+            visibility=visibility,
+            owner_hash=owner_hash,
+        )
 
     return make
 

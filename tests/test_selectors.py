@@ -195,9 +195,32 @@ def test_the_transcript_of_a_battle_without_a_verdict(make_battle) -> None:
     assert (pending["battle"]["started_at"], pending["battle"]["finished_at"]) == (None, None)
 
 
-def test_recent_battles_come_newest_first(make_battle) -> None:
-    made = [make_battle() for _ in range(3)]
+def test_public_battles_come_newest_first_and_unlisted_ones_never(make_battle) -> None:
+    made = [make_battle() for _ in range(4)]
     for age, battle in enumerate(made):
-        Battle.objects.filter(pk=battle.pk).update(created_at=timezone.now() - timedelta(minutes=age))
+        Battle.objects.filter(pk=battle.pk).update(
+            created_at=timezone.now() - timedelta(minutes=age),
+            visibility=Battle.Visibility.UNLISTED if age == 0 else Battle.Visibility.PUBLIC,
+        )
 
-    assert [b.pk for b in selectors.battle_list_recent(limit=2)] == [made[0].pk, made[1].pk]
+    assert [b.pk for b in selectors.battle_list_public(limit=2)] == [made[1].pk, made[2].pk]
+
+
+def test_a_share_card_tells_the_result_and_the_summary(make_battle) -> None:
+    battle = make_battle()
+    Battle.objects.filter(pk=battle.pk).update(
+        status=Battle.Status.FINISHED,
+        winner=Battle.Winner.DEFENDER,
+        aggressor_score=5.5,
+        defender_score=7,
+        summary="The Defender " + "held firm " * 40,
+    )
+    battle.refresh_from_db()
+
+    card = selectors.battle_share_card(battle=battle, url="https://arena.example/battles/x/")
+
+    assert card["title"] == f"{battle.document.original_name} · Boss Battle Arena"
+    assert card["description"].startswith("The Defender wins, 5.5 to 7. The Defender held firm")
+    assert len(card["description"]) == selectors.SHARE_DESCRIPTION_CHARS
+    assert card["description"].endswith("…")
+    assert card["url"] == "https://arena.example/battles/x/"

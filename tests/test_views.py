@@ -28,8 +28,8 @@ def stored_files() -> list[Path]:
     return [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()]
 
 
-def test_home_shows_the_form_and_recent_battles(client: Client, make_battle) -> None:
-    battle = make_battle(name="<b>bold</b>.md")
+def test_home_shows_the_form_and_recent_public_battles(client: Client, make_battle) -> None:
+    battle = make_battle(name="<b>bold</b>.md", visibility=Battle.Visibility.PUBLIC)
     response = client.get("/")
     assert response.status_code == 200
     html = response.content.decode()

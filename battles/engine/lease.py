@@ -35,6 +35,8 @@ class StopReason(enum.Enum):
     HANDED_OVER = "handed over"
     # Another process holds the lease (this one stalled past it): write nothing more.
     LEASE_LOST = "lease lost"
+    # The battle was ended from outside its run (its owner deleted it): write nothing more.
+    ENDED_ELSEWHERE = "ended elsewhere"
 
 
 def renewal_seconds() -> float:

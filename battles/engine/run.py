@@ -147,7 +147,7 @@ class BattleRun:
                 await lease.hand_over(
                     self.log, owner=self.owner, turn_under_way=self.turn_under_way, partial_turn=self.content
                 )
-            elif self._stopping is not StopReason.LEASE_LOST:
+            elif self._stopping not in (StopReason.LEASE_LOST, StopReason.ENDED_ELSEWHERE):
                 await self._fail(SHUTDOWN_ERROR, retryable=True)
             raise
         except Exception:
@@ -164,6 +164,10 @@ class BattleRun:
         on elsewhere at once.
         """
         self._stop(StopReason.HANDED_OVER)
+
+    def abandon(self) -> None:
+        """Stop at once and write nothing more: the battle was ended from outside (deleted)."""
+        self._stop(StopReason.ENDED_ELSEWHERE)
 
     def _stop(self, reason: StopReason) -> None:
         if self._ending:

@@ -29,6 +29,7 @@ from django.conf import settings
 
 from battles import selectors, services
 from battles.engine import BattleRun
+from battles.events import RecordedEvent
 from battles.exceptions import ArenaFull, BattleStateError
 from battles.live import brokers
 from battles.live.channel import Channel
@@ -101,6 +102,25 @@ class Hub:
         for channel in list(self.channels.values()):
             channel.close()
 
+    async def end(self, battle_id: UUID, final: RecordedEvent) -> None:
+        """A battle was ended from outside its run (`final`, its `battle.failed`, is committed): the
+        run here, if any, writes nothing more, and the spectators here and on the other processes get
+        every event up to `final`, after which their streams close. Call before its log is deleted."""
+        run = self.runs.get(battle_id)
+        if run is not None:
+            run.abandon()
+        channel = self.channels.get(battle_id)
+        if channel is not None:
+            while channel.last_seq < final.seq:
+                batch = await selectors.events_after(battle_id=battle_id, after=channel.last_seq)
+                if not batch:
+                    break
+                channel.publish(batch)
+            channel.close()
+        # The runner published its own events; this one only this process knows of.
+        brokers.broker().publish(battle_id, [final])
+        await brokers.broker().flush()
+
     def _channel(self, battle_id: UUID) -> Channel:
         channel = self.channels.get(battle_id)
         if channel is None:
@@ -119,7 +139,7 @@ class Hub:
 
     async def _start_producer(self, channel: Channel) -> bool:
         status = await selectors.battle_status(battle_id=channel.battle_id)
-        while status == Battle.Status.PENDING and not self.draining:
+        while status == Battle.Status.PENDING and not self.draining and not channel.closed:
             try:
                 battle = await sync_to_async(services.battle_start)(
                     battle_id=channel.battle_id, max_running=settings.ARENA_MAX_RUNNING_BATTLES
@@ -203,6 +223,8 @@ class Hub:
                 if time.monotonic() - checked < LEASE_CHECK_SECONDS:
                     continue
                 checked = time.monotonic()
+                if await selectors.battle_status(battle_id=channel.battle_id) is None:
+                    return  # deleted (its end may not have reached this process): nothing more comes
                 run = await self._take_over(channel)
                 if run is not None:
                     await self._run_battle(channel, run)

@@ -2,6 +2,9 @@
 
 - The sweep: every few seconds, take over the running battles whose runner died (its lease ran out)
   even when nobody here watches them, so no battle stays "running" forever.
+- Retention: with ARENA_RETENTION_DAYS set, the battles that ended longer ago are purged when the
+  process starts and once a day after (`battles.deletion.battles_purge`; every process does it, and a
+  purge finds nothing left to delete when another process was first).
 - Graceful shutdown: on SIGTERM the battles run here are handed over (another process continues them
   at once) and every spectator's stream ends cleanly, so browsers reconnect elsewhere; then the
   server's own SIGTERM handling (daphne stops its reactor) goes on.
@@ -20,7 +23,7 @@ from uuid import UUID
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from battles import selectors
+from battles import deletion, selectors
 from battles.live.hub import hub
 
 logger = logging.getLogger(__name__)
@@ -36,8 +39,12 @@ class Server(Protocol):
     async def wait_idle(self, timeout: float) -> None: ...
 
 
+# The retention purge runs this often: retention is counted in days, so once a day is soon enough.
+PURGE_INTERVAL_SECONDS = 24 * 3600.0
+
 _started: asyncio.AbstractEventLoop | None = None
 _shutdown: list[asyncio.Task[None]] = []  # a reference, so the shutdown task is not collected
+_purge: list[asyncio.Task[None]] = []  # the same for the daily purge
 
 
 def sweep_interval_seconds() -> float:
@@ -53,6 +60,8 @@ def start(server: Server | None = None) -> None:
         return
     _started = loop
     task = loop.create_task(_sweep_forever(), name="battle-sweep")
+    if settings.ARENA_RETENTION_DAYS:
+        _purge.append(loop.create_task(_purge_daily(), name="retention-purge"))
     _install_sigterm(loop, task, server)
 
 
@@ -70,6 +79,24 @@ async def _sweep_forever() -> None:
         except Exception:
             logger.exception("The sweep for abandoned battles failed; trying again")
         await asyncio.sleep(sweep_interval_seconds())  # the sweep's period, not a synchronisation
+
+
+async def purge_once() -> int:
+    """Delete the battles older than the retention period; how many went."""
+    days = settings.ARENA_RETENTION_DAYS
+    removed = await sync_to_async(deletion.battles_purge)(older_than_days=days)
+    if removed:
+        logger.info("Retention: deleted %d battle(s) older than %d day(s)", len(removed), days)
+    return len(removed)
+
+
+async def _purge_daily() -> None:
+    while not hub.draining:
+        try:
+            await purge_once()
+        except Exception:
+            logger.exception("The retention purge failed; trying again tomorrow")
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)  # the purge's period, not a synchronisation
 
 
 def _install_sigterm(

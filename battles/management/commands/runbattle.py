@@ -57,6 +57,11 @@ class Command(BaseCommand):
             metavar="M1,M2",
             help="Comma-separated litellm model strings of the jurors (default ARENA_JURY; '' for none).",
         )
+        parser.add_argument(
+            "--public",
+            action="store_true",
+            help="List the battle publicly on the arena's home page (default: unlisted, link only).",
+        )
         parser.add_argument("--json", action="store_true", help="One JSON object per event per line.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -98,7 +103,12 @@ class Command(BaseCommand):
         )
         try:
             return services.battle_create_from_upload(
-                data=data, name=path.name, rounds=options["rounds"], models=models, jury=jury
+                data=data,
+                name=path.name,
+                rounds=options["rounds"],
+                models=models,
+                jury=jury,
+                visibility=Battle.Visibility.PUBLIC if options["public"] else Battle.Visibility.UNLISTED,
             )
         except BattleError as exc:  # DocumentRejected included
             self._bad_input(exc.message)
