@@ -64,9 +64,17 @@ class BattleForm(forms.Form):
 
 
 class VisibilityForm(forms.Form):
-    """The owner's switch: `public` ticked (1, true, on) lists the battle; unticked unlists it."""
+    """The owner's switch: `public` = 1 (true, on, yes) lists the battle; 0 (false, off, no) or
+    absent, as from an unticked checkbox, unlists it. Anything else is refused."""
 
-    public = forms.BooleanField(required=False)
+    TRUE, FALSE = ("1", "true", "on", "yes"), ("", "0", "false", "off", "no")
+    public = forms.CharField(required=False, strip=True)
+
+    def clean_public(self) -> bool:
+        value = self.cleaned_data["public"].lower()
+        if value not in self.TRUE + self.FALSE:
+            raise forms.ValidationError("public must be 1 or 0.")
+        return value in self.TRUE
 
     def visibility(self) -> str:
         return Battle.Visibility.PUBLIC if self.cleaned_data.get("public") else Battle.Visibility.UNLISTED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -352,3 +353,45 @@ def test_a_failing_write_takes_its_events_with_it(make_battle) -> None:
         services.append_with(battle_id=battle.pk, events=[token(1)], write=fail)
 
     assert not Event.objects.filter(battle=battle).exists()
+
+
+def test_battle_end_closes_the_log_of_a_battle_under_way_once(make_battle) -> None:
+    running, pending = make_battle(), make_battle()
+    services.battle_start(battle_id=running.pk)
+
+    for battle in (running, pending):
+        final = services.battle_end(battle_id=battle.pk, reason="Deleted by its owner.", retryable=False)
+        assert final is not None
+        assert (final.type, final.data) == (
+            "battle.failed",
+            {"error": "Deleted by its owner.", "retryable": False},
+        )
+        stored = Event.objects.filter(battle=battle).order_by("seq").last()
+        assert (stored.seq, stored.type) == (final.seq, "battle.failed")
+        battle.refresh_from_db()
+        assert (battle.status, battle.error, battle.lease_owner) == ("failed", "Deleted by its owner.", "")
+        # Over: nothing more to end, and no second battle.failed.
+        assert services.battle_end(battle_id=battle.pk, reason="Again.", retryable=False) is None
+        assert Event.objects.filter(battle=battle, type="battle.failed").count() == 1
+    assert services.battle_end(battle_id=uuid.uuid4(), reason="Unknown.", retryable=False) is None
+
+
+def test_visibility_is_unlisted_by_default_and_can_be_flipped(make_battle, settings) -> None:
+    assert make_battle().visibility == Battle.Visibility.UNLISTED
+    settings.ARENA_DEFAULT_VISIBILITY = "public"
+    battle = make_battle()
+    assert battle.visibility == Battle.Visibility.PUBLIC
+
+    services.battle_visibility_set(battle_id=battle.pk, visibility=Battle.Visibility.UNLISTED)
+    battle.refresh_from_db()
+    assert battle.visibility == Battle.Visibility.UNLISTED
+    with pytest.raises(BattleError):
+        services.battle_visibility_set(battle_id=battle.pk, visibility="secret")
+    with pytest.raises(Battle.DoesNotExist):
+        services.battle_visibility_set(battle_id=uuid.uuid4(), visibility=Battle.Visibility.PUBLIC)
+
+
+def test_a_retry_keeps_the_visibility_and_belongs_to_whoever_asked(make_battle) -> None:
+    battle = make_battle(visibility=Battle.Visibility.PUBLIC, owner_hash="a" * 64)
+    retried = services.battle_retry(battle=battle, owner_hash="b" * 64)
+    assert (retried.visibility, retried.owner_hash) == (Battle.Visibility.PUBLIC, "b" * 64)

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import AsyncClient, Client
 
+from battles import visitors
 from battles.engine import run_battle
 from battles.models import Battle, Document
 from tests.support.documents import ESSAY
@@ -211,3 +212,173 @@ def test_hostile_file_names_are_reduced_to_a_safe_display_name(
     assert not re.search(r"[<>\"'\x00-\x1f/\\\\]", document.original_name)
     page = client.get(f"/battles/{Battle.objects.get().pk}/").content.decode()
     assert "<img src=x" not in page
+
+
+# --- Privacy: unlisted by default, the owner's controls ----------------------------------------
+
+
+def head_of(html: str) -> str:
+    return html.split("</head>")[0]
+
+
+def new_battle(client: Client, **fields: object) -> Battle:
+    response = upload(client, ESSAY.encode(), name="business-plan.md", **fields)
+    assert response.status_code == 303
+    return Battle.objects.get(pk=response["Location"].rstrip("/").split("/")[-1])
+
+
+def test_a_battle_is_unlisted_unless_its_uploader_lists_it(client: Client) -> None:
+    unlisted = new_battle(client)
+    listed = new_battle(client, public="on")
+    stranger = Client()
+
+    home = stranger.get("/").content.decode()
+    assert unlisted.visibility == Battle.Visibility.UNLISTED
+    assert listed.visibility == Battle.Visibility.PUBLIC
+    assert f"/battles/{listed.pk}/" in home
+    assert str(unlisted.pk) not in home
+    assert stranger.get(f"/battles/{unlisted.pk}/").status_code == 200  # the link works
+
+
+def public_checkbox(client: Client) -> str:
+    return re.search(r'<input type="checkbox" name="public"[^>]*>', client.get("/").content.decode()).group(0)
+
+
+def test_the_form_follows_the_default_visibility(client: Client, settings) -> None:
+    assert " checked" not in public_checkbox(client)
+    settings.ARENA_DEFAULT_VISIBILITY = "public"
+    assert " checked" in public_checkbox(client)
+
+
+def test_an_unlisted_battle_tells_search_engines_and_previews_nothing(client: Client) -> None:
+    battle = new_battle(client)
+    urls = [
+        f"/battles/{battle.pk}/{path}" for path in ("", "document.txt", "transcript.md", "transcript.json")
+    ]
+
+    for url in urls:
+        assert client.get(url)["X-Robots-Tag"] == "noindex, nofollow", url
+    head = head_of(client.get(urls[0]).content.decode())
+    assert '<meta name="robots" content="noindex, nofollow">' in head
+    assert "business-plan" not in head and "og:" not in head and "twitter:" not in head
+    assert "<title>Unlisted battle · Boss Battle Arena</title>" in head
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_unlisted_battles_stream_is_not_indexed_either(make_battle) -> None:
+    battle = await sync_to_async(make_battle)()
+    await Battle.objects.filter(pk=battle.pk).aupdate(status=Battle.Status.FAILED)
+    response = await AsyncClient().get(f"/battles/{battle.pk}/events")
+    assert response["X-Robots-Tag"] == "noindex, nofollow"
+    await Battle.objects.filter(pk=battle.pk).aupdate(visibility=Battle.Visibility.PUBLIC)
+    assert "X-Robots-Tag" not in await AsyncClient().get(f"/battles/{battle.pk}/events")
+
+
+def test_a_public_battle_has_a_link_preview(client: Client) -> None:
+    battle = new_battle(client, public="on")
+    Battle.objects.filter(pk=battle.pk).update(
+        status=Battle.Status.FINISHED,
+        winner="aggressor",
+        aggressor_score=8,
+        defender_score=6,
+        summary="Sharp.",
+    )
+
+    response = client.get(f"/battles/{battle.pk}/")
+
+    head = head_of(response.content.decode())
+    assert "X-Robots-Tag" not in response and 'name="robots"' not in head
+    assert '<meta property="og:title" content="business-plan.md · Boss Battle Arena">' in head
+    assert '<meta property="og:description" content="The Aggressor wins, 8 to 6. Sharp.">' in head
+    assert f'<meta property="og:url" content="http://testserver/battles/{battle.pk}/">' in head
+    assert '<meta name="twitter:card" content="summary">' in head
+    assert '<meta name="twitter:description" content="The Aggressor wins, 8 to 6. Sharp.">' in head
+
+
+def test_the_creating_browser_gets_an_owner_cookie_that_proves_only_its_battles(client: Client) -> None:
+    battle = new_battle(client)
+    cookie = client.cookies[visitors.OWNER_COOKIE]
+
+    assert cookie["httponly"] and cookie["samesite"] == "Lax"
+    assert str(battle.pk) not in cookie.value
+    assert battle.owner_hash == visitors.token_hash(cookie.value.split(":")[0])
+    again = new_battle(client)  # the same browser: the same token
+    assert again.owner_hash == battle.owner_hash
+    assert 'id="owner-controls"' in client.get(f"/battles/{battle.pk}/").content.decode()
+    assert 'id="owner-controls"' not in Client().get(f"/battles/{battle.pk}/").content.decode()
+
+
+def test_the_owner_lists_and_unlists_the_battle(client: Client) -> None:
+    battle = new_battle(client)
+
+    response = client.post(f"/battles/{battle.pk}/visibility", {"public": "1"})
+    assert (response.status_code, response["Location"]) == (303, f"/battles/{battle.pk}/")
+    battle.refresh_from_db()
+    assert battle.visibility == Battle.Visibility.PUBLIC
+    assert str(battle.pk) in Client().get("/").content.decode()
+
+    client.post(f"/battles/{battle.pk}/visibility", {"public": "0"})
+    battle.refresh_from_db()
+    assert battle.visibility == Battle.Visibility.UNLISTED
+    assert client.post(f"/battles/{battle.pk}/visibility", {"public": "maybe"}).status_code == 400
+    assert client.get(f"/battles/{battle.pk}/visibility").status_code == 405
+
+
+def someone_elses_clients(owner: Client, battle: Battle) -> dict[str, Client]:
+    """Clients that must not pass for the battle's owner."""
+    other_browser = Client()
+    new_battle(other_browser)  # owns a battle of its own: its cookie is valid, for that one
+    copied = Client()
+    copied.cookies[visitors.OWNER_COOKIE] = other_browser.cookies[visitors.OWNER_COOKIE].value
+    forged = Client()
+    forged.cookies[visitors.OWNER_COOKIE] = owner.cookies[visitors.OWNER_COOKIE].value.split(":")[0]
+    return {"no cookie": Client(), "another owner": other_browser, "copied": copied, "unsigned": forged}
+
+
+def test_nobody_else_may_change_or_delete_a_battle(client: Client) -> None:
+    battle = new_battle(client)
+
+    for name, other in someone_elses_clients(client, battle).items():
+        assert other.post(f"/battles/{battle.pk}/visibility", {"public": "1"}).status_code == 403, name
+        assert other.post(f"/battles/{battle.pk}/delete").status_code == 403, name
+    battle.refresh_from_db()
+    assert battle.visibility == Battle.Visibility.UNLISTED
+    unknown = "00000000-0000-0000-0000-000000000000"
+    assert client.post(f"/battles/{unknown}/visibility", {"public": "1"}).status_code == 404
+    assert client.post(f"/battles/{unknown}/delete").status_code == 404
+
+
+def test_the_owners_forms_are_csrf_protected(client: Client) -> None:
+    battle = new_battle(client)
+    strict = Client(enforce_csrf_checks=True)
+    strict.cookies[visitors.OWNER_COOKIE] = client.cookies[visitors.OWNER_COOKIE].value
+
+    assert strict.post(f"/battles/{battle.pk}/visibility", {"public": "1"}).status_code == 403
+    assert strict.post(f"/battles/{battle.pk}/delete").status_code == 403
+    assert Battle.objects.filter(pk=battle.pk, visibility=Battle.Visibility.UNLISTED).exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the file goes once the deletion commits
+def test_the_owner_deletes_the_battle_and_everything_of_it(client: Client) -> None:
+    battle = new_battle(client)
+    file_path = Path(battle.document.file.path)
+    assert file_path.exists()
+
+    response = client.post(f"/battles/{battle.pk}/delete")
+
+    assert (response.status_code, response["Location"]) == (303, "/")
+    assert not Battle.objects.filter(pk=battle.pk).exists()
+    assert not Document.objects.filter(pk=battle.document_id).exists()
+    assert not file_path.exists()
+    for path in ("", "events", "document.txt", "transcript.md", "transcript.json"):
+        assert client.get(f"/battles/{battle.pk}/{path}").status_code == 404, path
+
+
+def test_a_retry_belongs_to_the_browser_that_asked(client: Client, make_battle) -> None:
+    battle = make_battle()
+    Battle.objects.filter(pk=battle.pk).update(status=Battle.Status.FAILED)
+    response = client.post(f"/battles/{battle.pk}/retry")
+    retried = Battle.objects.get(pk=response["Location"].rstrip("/").split("/")[-1])
+    token = client.cookies[visitors.OWNER_COOKIE].value.split(":")[0]
+    assert retried.owner_hash == visitors.token_hash(token)
+    assert 'id="owner-controls"' in client.get(f"/battles/{retried.pk}/").content.decode()

@@ -20,7 +20,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from uuid import UUID
 
@@ -54,6 +54,7 @@ class Hub:
         self.runs: dict[UUID, BattleRun] = {}
         self.draining = False  # shutting down: start nothing, hand everything over
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ending: set[UUID] = set()  # battles being ended from outside their run (`end`)
 
     async def join(self, battle_id: UUID) -> Channel | None:
         """The battle's channel with one more spectator, or None when the battle is over (or this
@@ -102,24 +103,36 @@ class Hub:
         for channel in list(self.channels.values()):
             channel.close()
 
-    async def end(self, battle_id: UUID, final: RecordedEvent) -> None:
-        """A battle was ended from outside its run (`final`, its `battle.failed`, is committed): the
-        run here, if any, writes nothing more, and the spectators here and on the other processes get
-        every event up to `final`, after which their streams close. Call before its log is deleted."""
-        run = self.runs.get(battle_id)
-        if run is not None:
-            run.abandon()
+    async def end(self, battle_id: UUID, end_battle: Callable[[], RecordedEvent | None]) -> None:
+        """End a battle from outside its run (its owner deletes it). `end_battle` commits the
+        `battle.failed` that ends it and returns it (None: the battle was already over); then the run
+        here, if any, writes nothing more, and the spectators here and on the other processes get
+        every event up to that one before their streams close. Call before its log is deleted.
+
+        Until then the channel stays open even if its producer stops first (the runner's next write
+        is refused as soon as the end commits), so that no spectator's stream ends short of it.
+        """
+        self._ending.add(battle_id)
         channel = self.channels.get(battle_id)
-        if channel is not None:
-            while channel.last_seq < final.seq:
+        try:
+            final = await sync_to_async(end_battle)()
+            if final is None:
+                return
+            run = self.runs.get(battle_id)
+            if run is not None:
+                run.abandon()
+            while channel is not None and channel.last_seq < final.seq:
                 batch = await selectors.events_after(battle_id=battle_id, after=channel.last_seq)
                 if not batch:
                     break
                 channel.publish(batch)
-            channel.close()
-        # The runner published its own events; this one only this process knows of.
-        brokers.broker().publish(battle_id, [final])
-        await brokers.broker().flush()
+            # The runner published its own events; this one only this process knows of.
+            brokers.broker().publish(battle_id, [final])
+            await brokers.broker().flush()
+        finally:
+            self._ending.discard(battle_id)
+            if channel is not None:
+                channel.close()
 
     def _channel(self, battle_id: UUID) -> Channel:
         channel = self.channels.get(battle_id)
@@ -201,7 +214,8 @@ class Hub:
             self._tasks.discard(task)
             if not task.cancelled() and task.exception():
                 logger.error("Producer of battle %s crashed", channel.battle_id, exc_info=task.exception())
-            channel.close()
+            if channel.battle_id not in self._ending:  # else `end` closes it once the end is out
+                channel.close()
             self._drop(channel)
 
         task.add_done_callback(done)

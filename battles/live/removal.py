@@ -8,6 +8,7 @@ Afterwards every URL of the battle answers 404.
 
 from __future__ import annotations
 
+import functools
 from uuid import UUID
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -20,9 +21,9 @@ DELETED_REASON = "Deleted by its owner."
 
 async def battle_remove(battle_id: UUID, *, reason: str = DELETED_REASON) -> bool:
     """End the battle for everyone watching it, then delete it. False when there was no such battle."""
-    final = await sync_to_async(services.battle_end)(battle_id=battle_id, reason=reason, retryable=False)
-    if final is not None:
-        await hub.end(battle_id, final)
+    await hub.end(
+        battle_id, functools.partial(services.battle_end, battle_id=battle_id, reason=reason, retryable=False)
+    )
     return await sync_to_async(deletion.battle_delete)(battle_id=battle_id) is not None
 
 
