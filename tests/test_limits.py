@@ -4,9 +4,13 @@ and how the upload and retry views answer when a limit is reached."""
 from __future__ import annotations
 
 import io
+import re
 import runpy
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -20,7 +24,7 @@ from battles.exceptions import LimitExceeded
 from battles.limits import UNKNOWN_CLIENT, check_can_create_battle, client_ip
 from battles.models import Battle
 from tests.support.documents import ESSAY
-from tests.support.live import ROOT
+from tests.support.live import ROOT, LiveDatabase, LiveServer
 
 
 def upload(client: Client, name: str = "essay.md", content: bytes = ESSAY.encode(), **extra: object):
@@ -226,3 +230,77 @@ def test_x_forwarded_for_counts_only_behind_trusted_proxies(client: Client, sett
         "127.0.0.1",
         "5.6.7.8",
     ]
+
+
+# --- Through a real daphne process ---------------------------------------------------------------
+
+# What the proxy in front appends (nginx's $proxy_add_x_forwarded_for): the address it was reached from.
+CLIENT, OTHER_CLIENT = "198.51.100.7", "198.51.100.8"
+
+
+@pytest.fixture
+def limited_server(
+    request: pytest.FixtureRequest, tmp_path: Path, live_database: LiveDatabase
+) -> Iterator[LiveServer]:
+    """daphne allowing two battles per client IP an hour, behind `request.param` trusted proxies,
+    on a database of its own (the quota it counts starts empty)."""
+    database = live_database.copy()
+    try:
+        with LiveServer(
+            tmp_path,
+            database,
+            ARENA_BATTLES_PER_IP_PER_HOUR="2",
+            ARENA_TRUSTED_PROXIES=str(request.param),
+        ) as server:
+            yield server
+    finally:
+        database.drop()
+
+
+def upload_through(server: LiveServer, *forwarded_for: str) -> int:
+    """Upload through the real form (CSRF and all), one X-Forwarded-For line per argument; the status."""
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', http.get("/").text)
+        assert token, "the upload form has no CSRF token"
+        response = http.post(
+            "/battles/",
+            data={"csrfmiddlewaretoken": token.group(1), "rounds": "1"},
+            files={"file": ("essay.md", ESSAY.encode(), "text/markdown")},
+            headers=[("Referer", server.url + "/"), *(("X-Forwarded-For", line) for line in forwarded_for)],
+        )
+    return response.status_code
+
+
+def stored_client_ips(server: LiveServer) -> list[str]:
+    rows = server.database.fetch("SELECT client_ip FROM battles_battle ORDER BY created_at")
+    return [str(ip) for (ip,) in rows]  # PostgreSQL returns inet values as ipaddress objects
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("limited_server", [0], indirect=True)
+def test_straight_to_daphne_a_forged_header_gives_no_fresh_quota(limited_server: LiveServer) -> None:
+    assert upload_through(limited_server, "203.0.113.1") == 303
+    assert upload_through(limited_server, "203.0.113.2") == 303
+    assert upload_through(limited_server, "203.0.113.3") == 429
+    assert upload_through(limited_server, "2001:db8::3, 203.0.113.4") == 429
+    assert upload_through(limited_server, "203.0.113.5", "203.0.113.6") == 429
+    assert upload_through(limited_server) == 429
+    assert stored_client_ips(limited_server) == ["127.0.0.1", "127.0.0.1"]  # the connection's address
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("limited_server", [1], indirect=True)
+def test_behind_one_proxy_rotating_the_forged_part_gives_no_fresh_quota(limited_server: LiveServer) -> None:
+    assert upload_through(limited_server, f"203.0.113.1, {CLIENT}") == 303
+    assert upload_through(limited_server, f"203.0.113.2, {CLIENT}") == 303
+    assert upload_through(limited_server, f"203.0.113.3, {CLIENT}") == 429
+    assert upload_through(limited_server, f"2001:db8::3, bogus, {CLIENT}") == 429
+    assert upload_through(limited_server, CLIENT) == 429  # the client sent no header of its own
+    assert upload_through(limited_server, "203.0.113.5", CLIENT) == 429  # its line, then the proxy's
+    # Another client behind the same proxy has a quota of its own; a request that reached daphne
+    # with no forwarded address at all counts against the proxy's (the connection's) address.
+    assert upload_through(limited_server, f"{CLIENT}, {OTHER_CLIENT}") == 303
+    assert upload_through(limited_server) == 303
+    assert upload_through(limited_server, "bogus") == 303
+    assert upload_through(limited_server, "") == 429
+    assert stored_client_ips(limited_server) == [CLIENT, CLIENT, OTHER_CLIENT, "127.0.0.1", "127.0.0.1"]
