@@ -240,9 +240,17 @@ if ARENA_LEASE_SECONDS < 1:
 # Where the arena is served, for the links that `manage.py runbattle` prints.
 ARENA_BASE_URL: str = env.str("ARENA_BASE_URL", default="http://127.0.0.1:8000")
 
-# Abuse limits. Client IPs come from the connection, or from X-Forwarded-For's first entry when
-# ARENA_TRUST_X_FORWARDED_FOR is on (only behind a proxy that sets it).
-ARENA_TRUST_X_FORWARDED_FOR: bool = env.bool("ARENA_TRUST_X_FORWARDED_FOR", default=False)
+# Abuse limits, counted per client IP (battles.limits.client_ip). The number of proxies in front
+# of daphne, each appending to X-Forwarded-For: 0, the header is ignored and the connection's address
+# is the client; N, the client is the header's N-th entry from the right (the ones further left are
+# the client's own writing).
+_TRUSTED_PROXIES = env.str("ARENA_TRUSTED_PROXIES", default="0").strip()
+if not (_TRUSTED_PROXIES.isascii() and _TRUSTED_PROXIES.isdigit()):
+    raise ImproperlyConfigured(
+        "ARENA_TRUSTED_PROXIES must be the number of proxies in front of the arena, 0 or more "
+        f"(got {_TRUSTED_PROXIES!r})."
+    )
+ARENA_TRUSTED_PROXIES: int = int(_TRUSTED_PROXIES)
 # Battles running at once; a new battle beyond this is refused with 429 until one ends.
 ARENA_MAX_RUNNING_BATTLES: int = env.int("ARENA_MAX_RUNNING_BATTLES", default=8)
 # Battles one client IP may create per hour.

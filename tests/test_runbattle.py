@@ -131,6 +131,7 @@ def runs(
                 "ARENA_BASE_URL": "http://arena.test:8000/",
                 **extra,
             }
+            env.pop("NO_COLOR", None)  # the terminal's run shows colour whatever this shell asks for
             if name == "missing key":
                 env.pop("OPENAI_API_KEY", None)
             started[name] = Background(folder / name, env, args, database=database, terminal=terminal)
@@ -150,9 +151,17 @@ class Ran:
     stderr: str
 
 
-def runbattle_here(*args: str | Path) -> Ran:
-    """The command in this process (`call_command`), its output captured, its sys.exit caught."""
-    out, err = io.StringIO(), io.StringIO()
+class Terminal(io.StringIO):
+    """Captured output that says it is a terminal, as a user's is."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def runbattle_here(*args: str | Path, stdout: io.StringIO | None = None) -> Ran:
+    """The command in this process (`call_command`), its output captured (in `stdout` when given),
+    its sys.exit caught."""
+    out, err = stdout or io.StringIO(), io.StringIO()
     with pytest.raises(SystemExit) as exit_:
         call_command("runbattle", *map(str, args), stdout=out, stderr=err)
     code = exit_.value.code
@@ -214,6 +223,42 @@ def test_colour_on_a_terminal(runs: dict[str, Background]) -> None:
     assert result.returncode == 0, result.stderr
     output = runs["terminal"].raw_output()
     assert b"\x1b[31m\xe2\x94\x80\xe2\x94\x80 Round 1 \xc2\xb7 Aggressor" in output
+
+
+@pytest.mark.parametrize(
+    "options, no_color, terminal, coloured",
+    [
+        ([], None, True, True),  # on a terminal by default: what the next two turn off
+        (["--no-color"], None, True, False),
+        ([], "1", True, False),
+        (["--force-color"], None, False, True),
+        (["--force-color"], "1", False, True),  # --force-color wins over NO_COLOR
+    ],
+    ids=["terminal", "--no-color", "NO_COLOR", "--force-color", "--force-color and NO_COLOR"],
+)
+@pytest.mark.django_db(transaction=True)
+def test_colour_follows_no_color_force_color_and_the_no_color_variable(
+    essay: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options: list[str],
+    no_color: str | None,
+    terminal: bool,
+    coloured: bool,
+) -> None:
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+
+    result = runbattle_here(essay, "--rounds", "1", *options, stdout=Terminal() if terminal else None)
+
+    assert result.returncode == 0, result.stderr
+    assert "── Round 1 · Aggressor" in result.stdout and "\nVerdict: " in result.stdout
+    if coloured:
+        assert "\x1b[31m── Round 1 · Aggressor" in result.stdout
+        assert "\x1b[0m" in result.stdout
+    else:
+        assert "\x1b" not in result.stdout
 
 
 @pytest.mark.django_db(transaction=True)

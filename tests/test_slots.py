@@ -86,7 +86,7 @@ async def test_open_streams_per_client_ip(make_battle, settings) -> None:
 
     first, second = await client.get(url), await client.get(url)
     third = await client.get(url)
-    settings.ARENA_TRUST_X_FORWARDED_FOR = True
+    settings.ARENA_TRUSTED_PROXIES = 1
     other_ip = await client.get(url, headers={"X-Forwarded-For": "10.0.0.9"})
 
     assert (first.status_code, second.status_code, other_ip.status_code) == (200, 200, 200)

@@ -11,7 +11,7 @@ from django.core.management.base import OutputWrapper
 
 from battles import events
 from battles.events import RecordedEvent
-from battles.live.terminal import TerminalPrinter, clean
+from battles.live.terminal import TerminalPrinter, clean, wants_color
 from battles.models import Battle, Document
 
 STARTED = RecordedEvent(
@@ -112,3 +112,29 @@ def test_it_writes_through_a_management_commands_output_without_extra_newlines()
     out = io.StringIO()
     TerminalPrinter(OutputWrapper(out), color=False).print_events(TOKENS)
     assert out.getvalue() == "Never true.[31m"
+
+
+@pytest.mark.parametrize(
+    "isatty, no_color, force_color, environ, expected",
+    [
+        (True, False, False, {}, True),  # a terminal: colour
+        (False, False, False, {}, False),  # a pipe or a file: none
+        (True, True, False, {}, False),  # --no-color
+        (True, False, False, {"NO_COLOR": "1"}, False),  # https://no-color.org
+        (True, False, False, {"NO_COLOR": "0"}, False),  # any value but the empty one
+        (True, False, False, {"NO_COLOR": ""}, True),  # set but empty: as if unset
+        (False, False, True, {}, True),  # --force-color, even with no terminal
+        (False, False, True, {"NO_COLOR": "1"}, True),  # --force-color wins over NO_COLOR
+    ],
+)
+def test_colour_follows_the_terminal_the_options_and_no_color(
+    isatty: bool, no_color: bool, force_color: bool, environ: dict[str, str], expected: bool
+) -> None:
+    assert wants_color(isatty=isatty, no_color=no_color, force_color=force_color, environ=environ) is expected
+
+
+def test_no_color_is_read_from_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert wants_color(isatty=True) is False
+    monkeypatch.delenv("NO_COLOR")
+    assert wants_color(isatty=True) is True

@@ -2,13 +2,14 @@
 come, the verdict.
 
 Model output and file names are untrusted: control characters (ANSI escapes included) are removed
-before anything reaches the terminal.
+before anything reaches the terminal. The only escapes printed are our own colours (`wants_color`).
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from django.core.management.base import OutputWrapper
@@ -24,6 +25,23 @@ _COLORS = {"aggressor": "31", "defender": "34", "moderator": "33", "ok": "32", "
 def clean(text: str) -> str:
     """Text safe to print: no control characters except newline and tab, nothing unencodable."""
     return _CONTROL.sub("", text).encode("utf-8", "replace").decode("utf-8")
+
+
+def wants_color(
+    *,
+    isatty: bool,
+    no_color: bool = False,
+    force_color: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> bool:
+    """Whether to print colours: Django's `--force-color` wins over everything, `--no-color` and
+    NO_COLOR (https://no-color.org: set and not empty) turn them off, else only on a terminal.
+    Django refuses both options at once."""
+    if force_color:
+        return True
+    if no_color or environ.get("NO_COLOR"):
+        return False
+    return isatty
 
 
 class TerminalPrinter:

@@ -20,7 +20,7 @@ from battles.events import RecordedEvent
 from battles.exceptions import BattleError
 from battles.live import brokers
 from battles.live.sse import encode_json
-from battles.live.terminal import TerminalPrinter
+from battles.live.terminal import TerminalPrinter, wants_color
 from battles.models import Battle
 from battles.providers import llm
 
@@ -72,7 +72,10 @@ class Command(BaseCommand):
             self.stderr.write(f"Watch it live: {url}")
             listener = self._print_json
         else:
-            printer = TerminalPrinter(self.stdout, color=self.stdout.isatty())
+            color = wants_color(
+                isatty=self.stdout.isatty(), no_color=options["no_color"], force_color=options["force_color"]
+            )
+            printer = TerminalPrinter(self.stdout, color=color)
             printer.header(battle, url=url)
             listener = printer.print_events
         llm.load()  # before the battle's event loop starts: the import takes seconds
