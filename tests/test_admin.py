@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import AsyncClient, Client
@@ -17,7 +19,7 @@ from battles import services
 from battles.engine import run_battle
 from battles.events import RecordedEvent
 from battles.live import replay
-from battles.models import Battle, Event, Turn
+from battles.models import Battle, Document, Event, Turn
 from tests.support.clock import VirtualClock, overlay
 from tests.support.sse_client import Parser
 
@@ -350,3 +352,50 @@ def test_mark_failed_ends_only_running_battles_and_closes_their_log(
     assert Turn.objects.get(battle=stuck).status == Turn.Status.INTERRUPTED
     assert Battle.objects.get(pk=finished_battle.pk).status == Battle.Status.FINISHED
     assert len(stored(finished_battle)) == 5
+
+
+# --- Deleting goes through battles.deletion: rows and files, never one without the other ----------
+
+
+def media_files() -> set[str]:
+    media = Path(settings.MEDIA_ROOT)
+    return {str(p.relative_to(media)) for p in media.rglob("*") if p.is_file()}
+
+
+@pytest.mark.django_db(transaction=True)  # files go once the deletion commits
+def test_deleting_a_battle_in_the_admin_takes_its_document_and_file(
+    admin_client: Client, make_battle
+) -> None:
+    finished, running = make_battle(), make_battle()
+    services.battle_start(battle_id=running.pk)
+    Battle.objects.filter(pk=finished.pk).update(status=Battle.Status.FINISHED)
+    files = {b.document.file.name for b in (finished, running)}
+    assert files <= media_files()
+
+    response = admin_client.post(f"/admin/battles/battle/{finished.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    confirm = action(admin_client, "delete_selected", running)
+    assert confirm.status_code == 200 and "Yes, I’m sure" in confirm.content.decode()
+    response = admin_client.post(
+        "/admin/battles/battle/",
+        {"action": "delete_selected", "_selected_action": [str(running.pk)], "post": "yes"},
+    )
+    assert response.status_code == 302
+
+    assert not Battle.objects.exists() and not Document.objects.exists() and not Event.objects.exists()
+    assert not files & media_files()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_document_in_the_admin_takes_its_battles(admin_client: Client, make_battle) -> None:
+    battle = make_battle()
+    retried = services.battle_retry(battle=battle)
+    url = f"/admin/battles/document/{battle.document_id}/delete/"
+
+    confirm = admin_client.get(url).content.decode()
+    assert "Yes, I’m sure" in confirm and "would require deleting the following protected" not in confirm
+    assert f"Battle {battle.short_id}" in confirm and f"Battle {retried.short_id}" in confirm
+
+    assert admin_client.post(url, {"post": "yes"}).status_code == 302
+    assert not Battle.objects.exists() and not Document.objects.exists()
+    assert battle.document.file.name not in media_files()
