@@ -118,6 +118,10 @@ class LiveDatabase:
         stores them."""
         raise NotImplementedError
 
+    def execute(self, statement: str, params: Sequence[object] = ()) -> None:
+        """Run one statement that returns no rows, committed (placeholders as in `fetch`)."""
+        raise NotImplementedError
+
     def stored_log(self, battle_id: str) -> list[tuple[int, str, Any]]:
         """A battle's event log as (seq, type, data)."""
         rows = self.fetch(
@@ -155,6 +159,11 @@ class SQLiteDatabase(LiveDatabase):
         with closing(sqlite3.connect(self.path)) as db:
             return db.execute(query.replace("%s", "?"), values).fetchall()
 
+    def execute(self, statement: str, params: Sequence[object] = ()) -> None:
+        values = [p.hex if isinstance(p, uuid.UUID) else p for p in params]
+        with closing(sqlite3.connect(self.path, timeout=20)) as db, db:  # `with db`: commit
+            db.execute(statement.replace("%s", "?"), values)
+
 
 class PostgresDatabase(LiveDatabase):
     """A database on a PostgreSQL server; copies are made with `CREATE DATABASE … TEMPLATE`."""
@@ -190,6 +199,10 @@ class PostgresDatabase(LiveDatabase):
     def fetch(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with psycopg.connect(libpq_url(self.url), autocommit=True) as connection:
             return connection.execute(query, params).fetchall()
+
+    def execute(self, statement: str, params: Sequence[object] = ()) -> None:
+        with psycopg.connect(libpq_url(self.url), autocommit=True) as connection:
+            connection.execute(statement, params)
 
 
 def _maintenance_connection(server_url: str) -> psycopg.Connection[Any]:
