@@ -596,3 +596,37 @@ def test_the_page_counts_the_jurors_votes_while_the_jury_deliberates(
         fake = page.locator("#jury-list .juror", has=page.locator(".juror-model", has_text="openai/fake"))
         # Cut off, it gave no verdict: a draw, and said so (not "changed when swapped").
         expect(fake.locator(".juror-consistency")).to_have_text("gave no verdict — counted as a draw")
+
+
+def test_the_owner_lists_then_deletes_the_battle_and_a_stranger_sees_no_controls(
+    page: Page, browser: Browser, server: LiveServer
+) -> None:
+    page.goto(server.url + "/")
+    expect(page.locator("#id_public")).not_to_be_checked()
+    page.set_input_files(
+        "#id_file", files=[{"name": "plan.md", "mimeType": "text/markdown", "buffer": ESSAY.encode()}]
+    )
+    page.fill("#id_rounds", "1")
+    page.click("#start-battle")
+    page.wait_for_url(re.compile(r"/battles/[0-9a-f-]{36}/$"))
+    battle_url = page.url
+    expect(page).to_have_title("Unlisted battle · Boss Battle Arena")
+    expect(page.locator("#visibility-state")).to_contain_text("Unlisted")
+
+    with checked_page(browser) as stranger:
+        stranger.goto(battle_url)
+        expect(stranger.locator("#arena-title")).to_have_text("plan.md")  # the link works
+        expect(stranger.locator("#owner-controls")).to_have_count(0)
+
+    page.click("#visibility-button")
+    expect(page.locator("#visibility-state")).to_contain_text("Public")
+    expect(page).to_have_title("plan.md · Boss Battle Arena")
+    page.goto(server.url + "/")
+    expect(page.locator(f'#recent-battles a[href="{battle_url.removeprefix(server.url)}"]')).to_have_count(1)
+
+    page.goto(battle_url)
+    page.click(".delete-box summary")
+    page.click("#delete-button")
+    page.wait_for_url(server.url + "/")
+    expect(page.locator(f'#recent-battles a[href="{battle_url.removeprefix(server.url)}"]')).to_have_count(0)
+    assert httpx.get(battle_url).status_code == 404
