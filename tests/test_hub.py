@@ -122,3 +122,25 @@ async def test_draining_hands_battles_over_and_ends_every_stream(make_battle, se
     released = await Battle.objects.aget(pk=battle.pk)
     assert (released.status, released.lease_owner) == (Battle.Status.RUNNING, "")
     assert hub.runs == {}
+
+
+@pytest.mark.usefixtures("paced_sparring")
+async def test_spectators_see_the_end_of_a_battle_ended_by_another_process(make_battle) -> None:
+    """An operator elsewhere marks the battle failed: the run here stops at its next write, and its
+    spectators get that `battle.failed` from the log before their stream closes."""
+    battle = await sync_to_async(make_battle)(rounds=2)
+    parser = Parser()
+    stream = spectate(battle.pk, after=0)
+    seen = []
+    async for chunk in stream:
+        seen += parser.feed(chunk.decode())
+        if any(m.event == events.TOKEN for m in seen):
+            break
+
+    await sync_to_async(services.battle_mark_failed)(battle_id=battle.pk, reason="Ended elsewhere.")
+    async for chunk in stream:
+        seen += parser.feed(chunk.decode())
+
+    logged = [m for m in seen if m.id is not None]
+    assert (logged[-1].event, logged[-1].json()["error"]) == (events.BATTLE_FAILED, "Ended elsewhere.")
+    assert ids(seen) == [e.seq async for e in Event.objects.filter(battle=battle).order_by("seq")]

@@ -201,10 +201,22 @@ class Hub:
         self.runs[channel.battle_id] = run
         try:
             await run.run()
+            # A run that stopped because the battle was taken from it (another process continues or
+            # ended it: an operator, or its owner deleting it) leaves its spectators the log's latest
+            # events, that end among them. After a normal end there are none.
+            await self._catch_up(channel)
         finally:
             self.runs.pop(channel.battle_id, None)
             # Everything this run published reaches the other processes before it counts as over.
             await brokers.broker().flush()
+
+    async def _catch_up(self, channel: Channel) -> None:
+        """Publish what the stored log holds beyond the channel's last event, if the channel is open."""
+        while not channel.closed:
+            batch = await selectors.events_after(battle_id=channel.battle_id, after=channel.last_seq)
+            if not batch:
+                return
+            channel.publish(batch)
 
     def _produce(self, channel: Channel, producer: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(producer, name=f"battle-{channel.battle_id}")
