@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
@@ -15,6 +16,7 @@ from django.http import (
     JsonResponse,
     StreamingHttpResponse,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -32,6 +34,8 @@ from battles.live.streams import spectate
 from battles.models import Battle
 from battles.transcripts import render_markdown
 
+_Response = TypeVar("_Response", bound=HttpResponseBase)
+
 # What an unlisted battle's responses tell search engines (its pages carry the same as a meta tag).
 NOINDEX = "noindex, nofollow"
 
@@ -46,7 +50,7 @@ def see_other(url: str) -> HttpResponse:
     return HttpResponse(status=303, headers={"Location": url})
 
 
-def _unlisted_unindexed(response: HttpResponse, visibility: str) -> HttpResponse:
+def _unlisted_unindexed(response: _Response, visibility: str) -> _Response:
     """An unlisted battle is reachable by its link only: no search engine may index what it serves."""
     if visibility != Battle.Visibility.PUBLIC:
         response["X-Robots-Tag"] = NOINDEX
@@ -61,7 +65,7 @@ def _owned_battle(request: HttpRequest, battle_id: UUID) -> Battle:
     return battle
 
 
-def _to_new_battle(request: HttpRequest, battle: Battle, owner: str) -> HttpResponse:
+def _to_new_battle(battle: Battle, owner: str) -> HttpResponse:
     """To the arena of a battle this browser just created, which the owner cookie proves it owns."""
     response = see_other(reverse("battles:arena", args=[battle.pk]))
     visitors.remember_token(response, visitors.OWNER_COOKIE, owner)
@@ -121,7 +125,7 @@ def create(request: HttpRequest) -> HttpResponse:
         )
     except DocumentRejected as exc:
         return _home(request, form, error=exc.reason, status=exc.status)
-    return _to_new_battle(request, battle, owner)
+    return _to_new_battle(battle, owner)
 
 
 @require_GET
@@ -160,10 +164,7 @@ async def events(request: HttpRequest, battle_id: UUID) -> HttpResponse | Stream
         return _too_many(HttpResponse(exc.message, status=429, content_type="text/plain"), exc)
     stream = spectate(battle_id, after=after, slot=slot)
     slot.bind(stream)
-    response = sse_response(stream)
-    if visibility != Battle.Visibility.PUBLIC:
-        response["X-Robots-Tag"] = NOINDEX
-    return response
+    return _unlisted_unindexed(sse_response(stream), visibility)
 
 
 @require_GET
@@ -203,7 +204,7 @@ def retry(request: HttpRequest, battle_id: UUID) -> HttpResponse:
         return _too_many(_home(request, BattleForm(), error=exc.message, status=429), exc)
     owner = visitors.owner_token(request)
     new = services.battle_retry(battle=battle, owner_hash=visitors.token_hash(owner), client_ip=ip)
-    return _to_new_battle(request, new, owner)
+    return _to_new_battle(new, owner)
 
 
 @require_POST
